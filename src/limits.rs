@@ -1,0 +1,45 @@
+//! Fixed limits on what a client can make the proxy hold (POLICY.md rule 8).
+//!
+//! Limits that operators tune (timeouts, connection cap) are flags, in
+//! `config.rs`; these are properties of the protocol that no Docker client
+//! comes near.
+
+/// The largest request head accepted, request line included. The docker CLI's
+/// largest heads (`ps` with many `--filter`s) are a few kilobytes.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// The most header lines in one request head. The docker CLI sends fewer
+/// than ten.
+pub const MAX_HEADERS: usize = 64;
+
+/// The largest response head accepted from the daemon.
+pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+
+/// The most header lines in one response head from the daemon.
+pub const MAX_RESPONSE_HEADERS: usize = 100;
+
+/// How many requests of one connection may be forwarded and still waiting
+/// for their responses. A pipelining client beyond this waits until a
+/// response completes.
+pub const MAX_PIPELINED: usize = 32;
+
+/// How long a write of a request head to the daemon may block.
+pub const UPSTREAM_WRITE_TIMEOUT_SECS: u64 = 10;
+
+/// After an error reply, how long and how much of the client's remaining
+/// input is read and thrown away, so that a client still sending (a
+/// `docker run` body, say) reads the error instead of a reset.
+pub const LINGER_SECS: u64 = 2;
+
+/// See [`LINGER_SECS`].
+pub const LINGER_BYTES: usize = 1024 * 1024;
+
+/// The largest whitelist file accepted.
+pub const MAX_WHITELIST_BYTES: u64 = 1024 * 1024;
+
+/// The most rules in one whitelist.
+pub const MAX_RULES: usize = 1000;
+
+/// The stack size of each connection thread. Connection threads keep no
+/// large buffers on the stack; this bounds what 512 of them can reserve.
+pub const THREAD_STACK_BYTES: usize = 128 * 1024;

@@ -1,0 +1,168 @@
+//! Accepting clients: one thread per connection, a cap on how many, and an
+//! orderly shutdown on SIGINT or SIGTERM.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+
+use crate::connection::{self, Context};
+use crate::denial::{Denial, Reason};
+use crate::limits::THREAD_STACK_BYTES;
+use crate::reply;
+use crate::socket::SafeSocket;
+use crate::stats::Stats;
+
+/// The open client connections, so that shutdown can stop their reading.
+#[derive(Debug, Default)]
+struct Registry {
+    active: AtomicUsize,
+    clients: Mutex<HashMap<u64, Arc<UnixStream>>>,
+}
+
+impl Registry {
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<UnixStream>>> {
+        // A panic while holding this lock leaves a valid map.
+        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Unregisters a connection when its thread ends, by return or by panic.
+struct Registration {
+    id: u64,
+    registry: Arc<Registry>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.clients().remove(&self.id);
+        self.registry.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves `socket` until SIGINT or SIGTERM, then lets in-flight requests
+/// finish for up to `grace` and returns.
+pub fn serve(
+    socket: &SafeSocket,
+    context: &Arc<Context>,
+    max_connections: usize,
+    grace: Duration,
+) -> io::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    install_signal_handler(&stop, socket)?;
+    let registry = Arc::new(Registry::default());
+    let next_id = AtomicU64::new(1);
+
+    for accepted in socket.listener.incoming() {
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        let client = match accepted {
+            Ok(client) => client,
+            Err(e) => {
+                // Out of descriptors or memory: wait instead of spinning; the
+                // connections that end will free what is needed.
+                error!("accepting a connection failed: {e}");
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if registry.active.load(Ordering::Acquire) >= max_connections {
+            refuse_at_limit(&client, &context.stats, max_connections);
+            continue;
+        }
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        start_connection(id, client, context, &registry);
+    }
+
+    info!(
+        "shutting down: stopped accepting, waiting up to {} s for {} connection(s)",
+        grace.as_secs(),
+        registry.active.load(Ordering::Acquire)
+    );
+    socket.remove_file();
+    // Reading stops on every connection; responses being relayed go on.
+    for client in registry.clients().values() {
+        let _ = client.shutdown(Shutdown::Read);
+    }
+    let deadline = Instant::now() + grace;
+    while registry.active.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let left = registry.active.load(Ordering::Acquire);
+    if left > 0 {
+        info!("closing {left} connection(s) still open after the grace period");
+    }
+    Ok(())
+}
+
+fn start_connection(id: u64, client: UnixStream, context: &Arc<Context>, registry: &Arc<Registry>) {
+    let client = Arc::new(client);
+    registry.active.fetch_add(1, Ordering::AcqRel);
+    registry.clients().insert(id, Arc::clone(&client));
+    let registration = Registration {
+        id,
+        registry: Arc::clone(registry),
+    };
+    Stats::bump(&context.stats.connections);
+
+    let thread_context = Arc::clone(context);
+    let thread_client = Arc::clone(&client);
+    let spawned = thread::Builder::new()
+        .name(format!("conn-{id}"))
+        .stack_size(THREAD_STACK_BYTES)
+        .spawn(move || {
+            let _registration = registration;
+            connection::serve(id, thread_client, thread_context);
+        });
+    if let Err(e) = spawned {
+        error!("cannot start a thread for connection {id}: {e}");
+        let denial = Denial::new(
+            Reason::ConnectionLimit,
+            format!("the proxy cannot start a thread: {e}"),
+        );
+        let _ = (&*client).write_all(&reply::error_response(&denial, false));
+    }
+}
+
+/// Answers 503 without spawning anything: the accept loop must not block on
+/// a client, so the write is non-blocking (an empty socket buffer takes it).
+fn refuse_at_limit(client: &UnixStream, stats: &Stats, max_connections: usize) {
+    Stats::bump(&stats.refused_at_limit);
+    let denial = Denial::new(
+        Reason::ConnectionLimit,
+        format!("the proxy is serving its maximum of {max_connections} connections; retry later"),
+    );
+    warn!(
+        "deny conn=- status=503 reason={} method=- path=- detail=\"{}\"",
+        denial.reason.code(),
+        denial.detail
+    );
+    if client.set_nonblocking(true).is_ok() {
+        let _ = (&*client).write_all(&reply::error_response(&denial, false));
+        let _ = client.shutdown(Shutdown::Write);
+    }
+}
+
+/// On SIGINT or SIGTERM, sets `stop` and wakes the accept loop with a
+/// connection of its own.
+fn install_signal_handler(stop: &Arc<AtomicBool>, socket: &SafeSocket) -> io::Result<()> {
+    let stop = Arc::clone(stop);
+    let path = socket.path().to_owned();
+    let listener = socket.listener.try_clone()?;
+    ctrlc::set_handler(move || {
+        stop.store(true, Ordering::Release);
+        if UnixStream::connect(&path).is_err() {
+            // The file is gone (removed by hand): fall back to making
+            // accept fail by putting the listener in non-blocking mode.
+            let _ = listener.set_nonblocking(true);
+        }
+    })
+    .map_err(io::Error::other)
+}
