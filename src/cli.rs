@@ -66,10 +66,17 @@ Options:
   --header-timeout SECS   time allowed to receive one whole request head [10]
   --idle-timeout SECS     keep-alive idle limit between requests [120]
   --shutdown-timeout SECS grace for in-flight requests on SIGINT/SIGTERM [10]
+  --allow-uid LIST        serve only these users (ids or names, comma-separated)
+  --allow-gid LIST        serve only these primary groups (ids or names)
+  --stats-socket PATH     serve GET /metrics (Prometheus text) on PATH, mode 0600
 
 `check` with no request validates the whitelist and lists its rules; with
 METHOD PATH pairs it prints allow or deny for each and exits 1 if any is
 denied. `healthcheck` exits 0 only if the proxy answers GET /_ping with 200.
+With --allow-uid and/or --allow-gid, a connection is served when its user
+or its primary group is listed; others get 403. Under systemd socket
+activation (LISTEN_FDS) the passed socket is used instead of --listen, and
+with NOTIFY_SOCKET set the proxy reports READY=1 and STOPPING=1.
 RUST_LOG sets the log level (error, warn, info, debug; default info).
 Exit status: 0 success, 1 runtime failure or a denied check, 2 usage or
 whitelist error.
@@ -110,7 +117,7 @@ fn parse_serve(mut args: Args) -> Result<Command, UsageError> {
             "--whitelist" => config.whitelist = WhitelistSource::File(args.value_path(&flag)?),
             "--socket-mode" => config.socket_mode = parse_mode(&flag, &args.value(&flag)?)?,
             "--socket-group" => {
-                config.socket_group = Some(parse_group(&flag, &args.value(&flag)?)?)
+                config.socket_group = Some(parse_group(&flag, &args.value(&flag)?)?);
             }
             "--max-connections" => {
                 config.max_connections =
@@ -119,8 +126,17 @@ fn parse_serve(mut args: Args) -> Result<Command, UsageError> {
             "--header-timeout" => config.header_timeout = parse_secs(&flag, &args.value(&flag)?)?,
             "--idle-timeout" => config.idle_timeout = parse_secs(&flag, &args.value(&flag)?)?,
             "--shutdown-timeout" => {
-                config.shutdown_timeout = parse_secs(&flag, &args.value(&flag)?)?
+                config.shutdown_timeout = parse_secs(&flag, &args.value(&flag)?)?;
             }
+            "--allow-uid" => {
+                let ids = parse_ids(&flag, &args.value(&flag)?, "/etc/passwd")?;
+                config.access.uids.extend(ids);
+            }
+            "--allow-gid" => {
+                let ids = parse_ids(&flag, &args.value(&flag)?, "/etc/group")?;
+                config.access.gids.extend(ids);
+            }
+            "--stats-socket" => config.stats_socket = Some(args.value_path(&flag)?),
             _ => return Err(unknown(&flag)),
         }
     }
@@ -283,31 +299,48 @@ fn parse_mode(flag: &str, value: &str) -> Result<u32, UsageError> {
     }
 }
 
-/// A group name is looked up in `/etc/group` (there is no NSS in a static
-/// binary); a number is taken as it is.
+/// A group for the socket, by name or id.
 fn parse_group(flag: &str, value: &str) -> Result<Group, UsageError> {
-    if let Ok(gid) = value.parse::<u32>() {
-        return Ok(Group {
-            name: value.to_owned(),
-            gid,
-        });
-    }
-    let groups = fs::read_to_string("/etc/group").unwrap_or_default();
-    group_in(&groups, value)
-        .map(|gid| Group {
-            name: value.to_owned(),
-            gid,
-        })
-        .ok_or_else(|| {
-            UsageError(format!(
-                "{flag}: no group named {value:?} in /etc/group; give its numeric id instead"
-            ))
-        })
+    Ok(Group {
+        name: value.to_owned(),
+        gid: parse_id(flag, value, "/etc/group")?,
+    })
 }
 
-/// The id of group `name` in the text of an `/etc/group` file.
-fn group_in(groups: &str, name: &str) -> Option<u32> {
-    groups.lines().find_map(|line| {
+/// A comma-separated list of ids or names.
+fn parse_ids(flag: &str, value: &str, database: &str) -> Result<Vec<u32>, UsageError> {
+    value
+        .split(',')
+        .map(|item| {
+            if item.is_empty() {
+                Err(UsageError(format!(
+                    "{flag}: empty item in the list {value:?}"
+                )))
+            } else {
+                parse_id(flag, item, database)
+            }
+        })
+        .collect()
+}
+
+/// A number is taken as it is; a name is looked up in `database`
+/// (`/etc/passwd` or `/etc/group`: a static binary has no NSS).
+fn parse_id(flag: &str, value: &str, database: &str) -> Result<u32, UsageError> {
+    if let Ok(id) = value.parse::<u32>() {
+        return Ok(id);
+    }
+    let text = fs::read_to_string(database).unwrap_or_default();
+    id_in(&text, value).ok_or_else(|| {
+        UsageError(format!(
+            "{flag}: no entry named {value:?} in {database}; give its numeric id instead"
+        ))
+    })
+}
+
+/// The id (third field) of entry `name` in the text of an `/etc/passwd` or
+/// `/etc/group` file.
+fn id_in(entries: &str, name: &str) -> Option<u32> {
+    entries.lines().find_map(|line| {
         let mut fields = line.split(':');
         let found = fields.next()? == name;
         let gid = fields.nth(1)?.parse().ok()?;
@@ -378,6 +411,7 @@ mod tests {
             &["--socket-mode", "999"],
             &["--socket-mode", "0x1"],
             &["--socket-group", "no-such-group-here"],
+            &["--stats-socket"],
             &["stray"],
             &["--listen="],
             &["--version=1"],
@@ -423,9 +457,26 @@ mod tests {
     }
 
     #[test]
-    fn group_names_are_found_in_etc_group_text() {
+    fn names_are_found_in_etc_group_and_passwd_text() {
         let text = "root:x:0:\ndocker:x:998:alice,bob\n";
-        assert_eq!(group_in(text, "docker"), Some(998));
-        assert_eq!(group_in(text, "dock"), None);
+        assert_eq!(id_in(text, "docker"), Some(998));
+        assert_eq!(id_in(text, "dock"), None);
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nagent:x:1001:1001::/home/agent:/bin/sh\n";
+        assert_eq!(id_in(passwd, "agent"), Some(1001));
+    }
+
+    #[test]
+    fn allow_lists_accumulate_and_take_names() {
+        let config = serve(&[
+            "--allow-uid",
+            "1000,root",
+            "--allow-uid=7",
+            "--allow-gid",
+            "0",
+        ]);
+        assert_eq!(config.access.uids, vec![1000, 0, 7]);
+        assert_eq!(config.access.gids, vec![0]);
+        assert!(run(&["--allow-uid", "1,,2"]).is_err());
+        assert!(run(&["--allow-uid", "no-such-user-here"]).is_err());
     }
 }

@@ -44,6 +44,33 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Grace for in-flight requests at shutdown.
     pub shutdown_timeout: Duration,
+    /// Who may connect; empty lists let anyone who can open the socket in.
+    pub access: Access,
+    /// Where to serve `GET /metrics`, if anywhere.
+    pub stats_socket: Option<PathBuf>,
+}
+
+/// Which connecting processes are served, by the user and group ids the
+/// kernel reports for them (`SO_PEERCRED`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// User ids given with `--allow-uid`.
+    pub uids: Vec<u32>,
+    /// Group ids given with `--allow-gid` (matched against the peer's
+    /// primary group; the kernel does not pass supplementary groups).
+    pub gids: Vec<u32>,
+}
+
+impl Access {
+    /// Whether any restriction is set.
+    pub fn is_restricted(&self) -> bool {
+        !self.uids.is_empty() || !self.gids.is_empty()
+    }
+
+    /// Whether a peer with `uid` and `gid` is served.
+    pub fn allows(&self, uid: u32, gid: u32) -> bool {
+        !self.is_restricted() || self.uids.contains(&uid) || self.gids.contains(&gid)
+    }
 }
 
 /// The default safe socket, in a volume shared with the monitoring agent.
@@ -73,6 +100,8 @@ impl Default for Config {
             header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT),
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT),
             shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT),
+            access: Access::default(),
+            stats_socket: None,
         }
     }
 }
@@ -83,5 +112,22 @@ impl fmt::Display for WhitelistSource {
             WhitelistSource::Builtin => f.write_str(crate::whitelist::BUILTIN_NAME),
             WhitelistSource::File(path) => write!(f, "{}", path.display()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_lists_allow_everyone_and_either_list_admits() {
+        assert!(Access::default().allows(1234, 1234));
+        let access = Access {
+            uids: vec![1000],
+            gids: vec![998],
+        };
+        assert!(access.allows(1000, 5));
+        assert!(access.allows(5, 998));
+        assert!(!access.allows(0, 0));
     }
 }

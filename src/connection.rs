@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
+use crate::config::Access;
 use crate::denial::{Denial, Reason};
 use crate::forward;
 use crate::head::{is_timeout, HeadError, HeadReader, Source};
@@ -29,8 +30,9 @@ use crate::limits::{MAX_PIPELINED, THREAD_STACK_BYTES, UPSTREAM_WRITE_TIMEOUT_SE
 use crate::policy::{self, Allowed};
 use crate::relay::{self, Relay, RelayError, Relayed};
 use crate::reply;
+use crate::request::{self, Request};
 use crate::stats::Stats;
-use crate::sys;
+use crate::sys::{self, Peer};
 use crate::text::{log_quoted, printable};
 use crate::whitelist::Whitelist;
 
@@ -45,16 +47,23 @@ pub struct Context {
     pub header_timeout: Duration,
     /// Time allowed between requests.
     pub idle_timeout: Duration,
+    /// Who may connect.
+    pub access: Access,
     /// Totals since start.
     pub stats: Stats,
-    /// Set once shutdown has begun.
-    pub shutting_down: AtomicBool,
 }
 
-/// Serves one client connection until it ends.
-pub fn serve(id: u64, client: Arc<UnixStream>, context: Arc<Context>) {
+/// Serves one client connection until it ends. `peer` is who connected, as
+/// the kernel reports it.
+pub fn serve(id: u64, client: Arc<UnixStream>, peer: io::Result<Peer>, context: Arc<Context>) {
+    let caller = Caller::new(id, peer.as_ref().ok());
+    if let Err(e) = &peer {
+        debug!("{caller} cannot read the peer credentials: {e}");
+    }
     let mut connection = Connection {
         id,
+        caller,
+        peer: peer.ok(),
         context,
         client,
         accepted: Instant::now(),
@@ -73,6 +82,9 @@ enum Job {
     Response {
         head_request: bool,
         upstream: Option<Arc<UnixStream>>,
+        /// The request, for the message of a 502.
+        method: &'static str,
+        target: String,
     },
     /// Send this error response, then end the connection.
     Error(Vec<u8>),
@@ -85,6 +97,9 @@ struct Progress {
     started: Instant,
     outstanding: AtomicUsize,
     last_done_ms: AtomicU64,
+    /// The reading thread closed the daemon connection because the client
+    /// left: the relay's read failing then is no daemon error.
+    client_gone: AtomicBool,
 }
 
 impl Default for Progress {
@@ -93,6 +108,7 @@ impl Default for Progress {
             started: Instant::now(),
             outstanding: AtomicUsize::new(0),
             last_done_ms: AtomicU64::new(0),
+            client_gone: AtomicBool::new(false),
         }
     }
 }
@@ -131,6 +147,9 @@ enum Waited {
 
 struct Connection {
     id: u64,
+    /// The connection and peer fields of every decision line.
+    caller: Caller,
+    peer: Option<Peer>,
     context: Arc<Context>,
     client: Arc<UnixStream>,
     accepted: Instant,
@@ -181,16 +200,20 @@ impl Connection {
 
             let head = reader.head(len);
             let head_request = head.starts_with(b"HEAD ");
+            if let Some(denial) = self.peer_refusal(head) {
+                return self.refuse(&denial, head_request);
+            }
             match policy::decide(head, &self.context.whitelist) {
                 Err(denial) => return self.refuse(&denial, head_request),
                 Ok(allowed) => {
                     self.log_allowed(&allowed);
+                    Stats::bump(&self.context.stats.rule_hits[allowed.rule.index]);
                     let close = allowed.request.close;
                     forward::write_head(&allowed.request, {
                         self.out.clear();
                         &mut self.out
                     });
-                    if !self.forward(head_request) || close {
+                    if !self.forward(&allowed.request, head_request) || close {
                         return;
                     }
                 }
@@ -229,58 +252,20 @@ impl Connection {
         }
     }
 
-    /// Sends the head in `self.out` to the daemon and queues its response.
-    /// Returns false when the connection must end (the refusal, if any, is
-    /// already queued).
-    fn forward(&mut self, head_request: bool) -> bool {
-        if self.upstream.is_none() {
-            let stream = match self.connect() {
-                Ok(stream) => stream,
-                Err(denial) => {
-                    self.refuse(&denial, head_request);
-                    return false;
-                }
-            };
-            match self.start_relay(&stream) {
-                Ok(upstream) => self.upstream = Some(upstream),
-                Err(denial) => {
-                    self.refuse(&denial, head_request);
-                    return false;
-                }
-            }
-        }
-        let Some(upstream) = &self.upstream else {
-            return false;
-        };
-
-        let mut switched = None;
-        if let Err(error) = (&*upstream.stream).write_all(&self.out) {
-            if self.progress.outstanding() > 0 {
-                // The relay is still reading answers from this broken
-                // connection; it reports the failure to the client.
-                debug!(
-                    "upstream conn={} write failed with answers pending: {error}",
-                    self.id
-                );
-                return false;
-            }
-            // Between requests the daemon may have closed the connection
-            // (a restart, say). Nothing is lost by opening a new one.
-            debug!("upstream conn={} reconnecting after: {error}", self.id);
-            let stream = match self.connect() {
-                Ok(stream) => stream,
-                Err(denial) => {
-                    self.refuse(&denial, head_request);
-                    return false;
-                }
-            };
-            if let Err(error) = (&*stream).write_all(&self.out) {
-                let denial = upstream_denial(&self.context.upstream, "writing to", &error);
+    /// Sends the head in `self.out` (the rewritten `request`) to the daemon
+    /// and queues its response. Returns false when the connection must end
+    /// (the refusal, if any, is already queued).
+    fn forward(&mut self, request: &Request<'_>, head_request: bool) -> bool {
+        let method = request.method.as_str();
+        let switched = match self.ensure_upstream().and_then(|()| self.send_head()) {
+            Ok(switched) => switched,
+            Err(Some(denial)) => {
+                let denial = denial.of_request(method, &request.target.to_string());
                 self.refuse(&denial, head_request);
                 return false;
             }
-            switched = Some(stream);
-        }
+            Err(None) => return false,
+        };
         let Some(upstream) = &mut self.upstream else {
             return false;
         };
@@ -289,15 +274,57 @@ impl Connection {
         }
 
         Stats::bump(&self.context.stats.allowed);
+        Stats::add(&self.context.stats.bytes_to_daemon, self.out.len());
         self.progress.outstanding.fetch_add(1, Ordering::AcqRel);
         let job = Job::Response {
             head_request,
             upstream: switched,
+            method,
+            target: request.target.to_string(),
         };
         upstream
             .jobs
             .as_ref()
             .is_some_and(|jobs| jobs.send(job).is_ok())
+    }
+
+    /// Opens the daemon connection and starts the relay thread, at the
+    /// first allowed request.
+    fn ensure_upstream(&mut self) -> Result<(), Option<Denial>> {
+        if self.upstream.is_none() {
+            let stream = self.connect()?;
+            self.upstream = Some(self.start_relay(&stream)?);
+        }
+        Ok(())
+    }
+
+    /// Writes `self.out` to the daemon. Returns the new daemon connection if
+    /// the old one had to be replaced, or the refusal to send (`None` when
+    /// the relay thread will report the failure).
+    fn send_head(&self) -> Result<Option<Arc<UnixStream>>, Option<Denial>> {
+        let Some(upstream) = &self.upstream else {
+            return Err(None);
+        };
+        let Err(error) = (&*upstream.stream).write_all(&self.out) else {
+            return Ok(None);
+        };
+        if self.progress.outstanding() > 0 {
+            // The relay is still reading answers from this broken
+            // connection; it reports the failure to the client.
+            debug!(
+                "upstream {} write failed with answers pending: {error}",
+                self.caller
+            );
+            return Err(None);
+        }
+        // Between requests the daemon may have closed the connection (a
+        // restart, say). Nothing is lost by opening a new one.
+        debug!("upstream {} reconnecting after: {error}", self.caller);
+        let stream = self.connect()?;
+        (&*stream)
+            .write_all(&self.out)
+            .map_err(|e| upstream_denial(&self.context.upstream, "writing to", &e))?;
+        Ok(Some(stream))
     }
 
     fn connect(&self) -> Result<Arc<UnixStream>, Denial> {
@@ -316,11 +343,12 @@ impl Connection {
         let client = Arc::clone(&self.client);
         let progress = Arc::clone(&self.progress);
         let id = self.id;
+        let caller = self.caller.clone();
         let context = Arc::clone(&self.context);
         let spawned = thread::Builder::new()
             .name(format!("relay-{id}"))
             .stack_size(THREAD_STACK_BYTES)
-            .spawn(move || respond(id, &queue, relay, &client, &progress, &context));
+            .spawn(move || respond(&caller, &queue, relay, &client, &progress, &context));
         match spawned {
             Ok(relay) => Ok(Upstream {
                 stream: Arc::clone(stream),
@@ -347,6 +375,7 @@ impl Connection {
         };
         upstream.jobs = None;
         let _ = sys::wait_for_hangup(self.client.as_fd(), None);
+        self.progress.client_gone.store(true, Ordering::Release);
         let _ = upstream.stream.shutdown(Shutdown::Both);
     }
 
@@ -360,9 +389,34 @@ impl Connection {
             return;
         }
         if (&*self.client).write_all(&response).is_ok() {
+            Stats::add(&self.context.stats.bytes_to_clients, response.len());
             let _ = self.client.shutdown(Shutdown::Write);
             relay::linger(&self.client);
         }
+    }
+
+    /// A refusal for a caller outside `--allow-uid` / `--allow-gid`. Without
+    /// credentials (the kernel always has them for a unix socket, but fail
+    /// closed) the caller is refused whenever a list is set.
+    fn peer_refusal(&self, head: &[u8]) -> Option<Denial> {
+        let access = &self.context.access;
+        if !access.is_restricted() {
+            return None;
+        }
+        let detail = match self.peer {
+            Some(peer) if access.allows(peer.uid, peer.gid) => return None,
+            Some(peer) => format!(
+                "uid {} (gid {}) is not allowed to use this socket (--allow-uid / --allow-gid)",
+                peer.uid, peer.gid
+            ),
+            None => "the caller's credentials are unknown and --allow-uid / --allow-gid is set"
+                .to_owned(),
+        };
+        let denial = Denial::new(Reason::Peer, detail);
+        Some(match request::request_line(head) {
+            Some((method, target)) => denial.of_request(method, target),
+            None => denial,
+        })
     }
 
     /// Ends the connection: lets the relay thread finish what is due, then
@@ -380,14 +434,10 @@ impl Connection {
         if !log::log_enabled!(log::Level::Debug) {
             return;
         }
-        let target = &allowed.request.target;
-        let path = match target.query() {
-            Some(query) => format!("{}?{query}", target.path()),
-            None => target.path().to_owned(),
-        };
+        let path = allowed.request.target.to_string();
         debug!(
-            "allow conn={} method={} path={} rule={}",
-            self.id,
+            "allow {} method={} path={} rule={}",
+            self.caller,
             allowed.request.method.as_str(),
             log_quoted(&path),
             log_quoted(&format!(
@@ -399,24 +449,41 @@ impl Connection {
     }
 
     fn log_denied(&self, denial: &Denial) {
-        let counter = if denial.reason == Reason::Upstream {
-            &self.context.stats.upstream_errors
-        } else {
-            &self.context.stats.denied
-        };
-        Stats::bump(counter);
-        log_decision(self.id, denial);
+        if denial.reason == Reason::Upstream {
+            Stats::bump(&self.context.stats.upstream_errors);
+        }
+        self.context.stats.count_denial(denial.reason);
+        log_decision(&self.caller, denial);
+    }
+}
+
+/// The connection id and the peer's credentials, as `key=value` fields.
+#[derive(Debug, Clone)]
+struct Caller(String);
+
+impl Caller {
+    fn new(id: u64, peer: Option<&Peer>) -> Caller {
+        Caller(match peer {
+            Some(p) => format!("conn={id} uid={} gid={} pid={}", p.uid, p.gid, p.pid),
+            None => format!("conn={id} uid=- gid=- pid=-"),
+        })
+    }
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
 /// The `deny` decision line: stable `key=value` fields, values quoted.
-fn log_decision(id: u64, denial: &Denial) {
+fn log_decision(caller: &Caller, denial: &Denial) {
     let (method, path) = match &denial.request {
         Some((method, path)) => (method.as_str(), log_quoted(path)),
         None => ("-", "-".to_owned()),
     };
     warn!(
-        "deny conn={id} status={} reason={} method={method} path={path} detail={}",
+        "deny {caller} status={} reason={} method={method} path={path} detail={}",
         denial.status(),
         denial.reason.code(),
         log_quoted(&printable(denial.detail.as_bytes())),
@@ -427,7 +494,7 @@ fn log_decision(id: u64, denial: &Denial) {
 /// the connection. Whatever happens, both sockets are shut on the way out,
 /// which wakes the reading thread.
 fn respond(
-    id: u64,
+    caller: &Caller,
     queue: &Receiver<Job>,
     mut relay: Relay,
     client: &Arc<UnixStream>,
@@ -440,13 +507,26 @@ fn respond(
             Job::Response {
                 head_request,
                 upstream,
+                method,
+                target,
             } => {
                 if let Some(stream) = upstream {
                     relay.set_upstream(stream);
                 }
-                match relay.relay_one(head_request) {
+                let relayed = relay.relay_one(head_request);
+                Stats::add(
+                    &context.stats.bytes_to_clients,
+                    usize::try_from(relay.take_written()).unwrap_or(usize::MAX),
+                );
+                match relayed {
                     Ok(Relayed::KeepAlive) => progress.answered(),
                     Ok(Relayed::Close) | Err(RelayError::Client(_)) => break,
+                    Err(RelayError::Upstream { .. })
+                        if progress.client_gone.load(Ordering::Acquire) =>
+                    {
+                        debug!("close {caller} the client left during a response");
+                        break;
+                    }
                     Err(RelayError::Upstream { problem, answered }) => {
                         let denial = Denial::new(
                             Reason::Upstream,
@@ -454,12 +534,16 @@ fn respond(
                                 "the Docker daemon at {}: {problem}",
                                 context.upstream.display()
                             ),
-                        );
+                        )
+                        .of_request(method, &target);
                         Stats::bump(&context.stats.upstream_errors);
-                        log_decision(id, &denial);
+                        context.stats.count_denial(Reason::Upstream);
+                        log_decision(caller, &denial);
                         if !answered {
-                            let _ = (&**client)
-                                .write_all(&reply::error_response(&denial, head_request));
+                            let response = reply::error_response(&denial, head_request);
+                            if (&**client).write_all(&response).is_ok() {
+                                Stats::add(&context.stats.bytes_to_clients, response.len());
+                            }
                         }
                         break;
                     }
@@ -467,6 +551,7 @@ fn respond(
             }
             Job::Error(response) => {
                 if (&**client).write_all(&response).is_ok() {
+                    Stats::add(&context.stats.bytes_to_clients, response.len());
                     let _ = client.shutdown(Shutdown::Write);
                     relay::linger(client);
                 }

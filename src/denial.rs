@@ -58,6 +58,8 @@ pub enum Reason {
     Upstream,
     /// The proxy is serving its maximum number of connections.
     ConnectionLimit,
+    /// The connecting process is not in `--allow-uid` / `--allow-gid`.
+    Peer,
 }
 
 impl Reason {
@@ -80,7 +82,8 @@ impl Reason {
             | Reason::Upgrade
             | Reason::Expect
             | Reason::NotWhitelisted
-            | Reason::QueryParameter => 403,
+            | Reason::QueryParameter
+            | Reason::Peer => 403,
             Reason::HeaderTimeout => 408,
             Reason::Body => 413,
             Reason::HeadTooLarge | Reason::TooManyHeaders => 431,
@@ -115,7 +118,41 @@ impl Reason {
             Reason::QueryParameter => "query-parameter",
             Reason::Upstream => "upstream",
             Reason::ConnectionLimit => "connection-limit",
+            Reason::Peer => "peer",
         }
+    }
+
+    /// Every reason, in declaration order; `index` is the position here.
+    pub const ALL: [Reason; 24] = [
+        Reason::Malformed,
+        Reason::BareLineEnding,
+        Reason::HeadTooLarge,
+        Reason::TooManyHeaders,
+        Reason::HeaderTimeout,
+        Reason::Method,
+        Reason::Body,
+        Reason::BadContentLength,
+        Reason::Upgrade,
+        Reason::Expect,
+        Reason::HeaderName,
+        Reason::HeaderValue,
+        Reason::Host,
+        Reason::TargetForm,
+        Reason::BadEscape,
+        Reason::EncodedSlash,
+        Reason::DotSegment,
+        Reason::EmptySegment,
+        Reason::BadByte,
+        Reason::NotWhitelisted,
+        Reason::QueryParameter,
+        Reason::Upstream,
+        Reason::ConnectionLimit,
+        Reason::Peer,
+    ];
+
+    /// The position of this reason in [`Reason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -189,6 +226,17 @@ mod tests {
             "docker-filter denied POST /v1.41/containers/create: only GET and HEAD are allowed"
         );
         assert_eq!(denial.status(), 403);
+    }
+
+    #[test]
+    fn every_reason_is_listed_once_at_its_index_with_a_unique_code() {
+        for (i, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i);
+        }
+        let mut codes: Vec<_> = Reason::ALL.iter().map(|r| r.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), Reason::ALL.len());
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub mod head;
 pub mod healthcheck;
 pub mod limits;
 pub mod listener;
+pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod relay;
 pub mod reply;
@@ -33,7 +35,6 @@ pub mod target;
 pub mod text;
 pub mod whitelist;
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use log::{error, info, warn};
@@ -124,51 +125,106 @@ fn serve(config: &Config) -> i32 {
         Err(e) => warn!("cannot read the open files limit: {e}"),
     }
 
-    let gid = config.socket_group.as_ref().map(|g| g.gid);
-    let socket = match SafeSocket::create(&config.listen, config.socket_mode, gid) {
+    let socket = match open_safe_socket(config) {
         Ok(socket) => socket,
         Err(e) => {
             error!("{e}");
             return EXIT_FAILURE;
         }
     };
-    info!("{}", start_line(config, &whitelist));
+    info!("{}", start_line(config, &whitelist, &socket));
 
     let context = Arc::new(Context {
+        stats: Stats::new(whitelist.rules().len()),
         whitelist,
         upstream: config.upstream.clone(),
         header_timeout: config.header_timeout,
         idle_timeout: config.idle_timeout,
-        stats: Stats::default(),
-        shutting_down: AtomicBool::new(false),
+        access: config.access.clone(),
     });
+    let stats_socket = match &config.stats_socket {
+        Some(path) => match start_stats_socket(path, &context) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                error!("{e}");
+                socket.remove_file();
+                return EXIT_FAILURE;
+            }
+        },
+        None => None,
+    };
+
     let served = listener::serve(
         &socket,
         &context,
         config.max_connections,
         config.shutdown_timeout,
     );
+    if let Some(path) = stats_socket {
+        let _ = std::fs::remove_file(path);
+    }
     info!("stopped: {}", context.stats.summary());
     match served {
         Ok(()) => EXIT_OK,
         Err(e) => {
-            error!("serving {} failed: {e}", config.listen.display());
+            error!("serving {} failed: {e}", socket.path().display());
             socket.remove_file();
             EXIT_FAILURE
         }
     }
 }
 
-fn start_line(config: &Config, whitelist: &Whitelist) -> String {
-    let group = config
-        .socket_group
-        .as_ref()
-        .map_or(String::new(), |g| format!(" group {}", g.name));
+/// The socket passed by systemd socket activation, or a new one at
+/// `--listen`.
+fn open_safe_socket(config: &Config) -> Result<SafeSocket, String> {
+    match sys::take_systemd_listener() {
+        Ok(Some(listener)) => return Ok(SafeSocket::inherited(listener)),
+        Ok(None) => {}
+        Err(e) => return Err(format!("cannot use the socket passed by systemd: {e}")),
+    }
+    let gid = config.socket_group.as_ref().map(|g| g.gid);
+    SafeSocket::create(&config.listen, config.socket_mode, gid).map_err(|e| e.to_string())
+}
+
+/// Creates the stats socket (mode 0600) and starts serving it.
+fn start_stats_socket(
+    path: &std::path::Path,
+    context: &Arc<Context>,
+) -> Result<std::path::PathBuf, String> {
+    let socket =
+        SafeSocket::create(path, 0o600, None).map_err(|e| format!("--stats-socket: {e}"))?;
+    let created = socket.path().to_owned();
+    metrics::spawn(socket, Arc::clone(context))
+        .map_err(|e| format!("--stats-socket: cannot start its thread: {e}"))?;
+    info!("serving metrics at GET /metrics on {}", created.display());
+    Ok(created)
+}
+
+fn start_line(config: &Config, whitelist: &Whitelist, socket: &SafeSocket) -> String {
+    let listening = if socket.is_inherited() {
+        format!("{} (passed by systemd)", socket.path().display())
+    } else {
+        let group = config
+            .socket_group
+            .as_ref()
+            .map_or(String::new(), |g| format!(" group {}", g.name));
+        format!(
+            "{} (mode {:04o}{group})",
+            socket.path().display(),
+            config.socket_mode
+        )
+    };
+    let access = if config.access.is_restricted() {
+        format!(
+            "; allowed uids {:?} gids {:?}",
+            config.access.uids, config.access.gids
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "docker-filter {} listening on {} (mode {:04o}{group}), forwarding GET and HEAD to {}; whitelist {} ({} rules); max-connections {}, header-timeout {} s, idle-timeout {} s, shutdown-timeout {} s",
+        "docker-filter {} listening on {listening}, forwarding GET and HEAD to {}; whitelist {} ({} rules); max-connections {}, header-timeout {} s, idle-timeout {} s, shutdown-timeout {} s{access}",
         env!("CARGO_PKG_VERSION"),
-        config.listen.display(),
-        config.socket_mode,
         config.upstream.display(),
         whitelist.source(),
         whitelist.rules().len(),

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::Shutdown;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -15,19 +16,20 @@ use log::{error, info, warn};
 use crate::connection::{self, Context};
 use crate::denial::{Denial, Reason};
 use crate::limits::THREAD_STACK_BYTES;
+use crate::notify;
 use crate::reply;
 use crate::socket::SafeSocket;
 use crate::stats::Stats;
+use crate::sys;
 
 /// The open client connections, so that shutdown can stop their reading.
 #[derive(Debug, Default)]
 struct Registry {
-    active: AtomicUsize,
     clients: Mutex<HashMap<u64, Arc<UnixStream>>>,
 }
 
 impl Registry {
-    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<UnixStream>>> {
+    fn clients(&self) -> MutexGuard<'_, HashMap<u64, Arc<UnixStream>>> {
         // A panic while holding this lock leaves a valid map.
         self.clients.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -37,12 +39,13 @@ impl Registry {
 struct Registration {
     id: u64,
     registry: Arc<Registry>,
+    context: Arc<Context>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.clients().remove(&self.id);
-        self.registry.active.fetch_sub(1, Ordering::AcqRel);
+        self.context.stats.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -58,7 +61,11 @@ pub fn serve(
     install_signal_handler(&stop, socket)?;
     let registry = Arc::new(Registry::default());
     let next_id = AtomicU64::new(1);
+    let active = || usize::try_from(Stats::get(&context.stats.active)).unwrap_or(usize::MAX);
 
+    if let Err(e) = notify::notify("READY=1") {
+        warn!("cannot tell systemd that the proxy is ready (NOTIFY_SOCKET): {e}");
+    }
     for accepted in socket.listener.incoming() {
         if stop.load(Ordering::Acquire) {
             break;
@@ -73,7 +80,7 @@ pub fn serve(
                 continue;
             }
         };
-        if registry.active.load(Ordering::Acquire) >= max_connections {
+        if active() >= max_connections {
             refuse_at_limit(&client, &context.stats, max_connections);
             continue;
         }
@@ -81,10 +88,11 @@ pub fn serve(
         start_connection(id, client, context, &registry);
     }
 
+    let _ = notify::notify("STOPPING=1");
     info!(
         "shutting down: stopped accepting, waiting up to {} s for {} connection(s)",
         grace.as_secs(),
-        registry.active.load(Ordering::Acquire)
+        active()
     );
     socket.remove_file();
     // Reading stops on every connection; responses being relayed go on.
@@ -92,10 +100,10 @@ pub fn serve(
         let _ = client.shutdown(Shutdown::Read);
     }
     let deadline = Instant::now() + grace;
-    while registry.active.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+    while active() > 0 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
     }
-    let left = registry.active.load(Ordering::Acquire);
+    let left = active();
     if left > 0 {
         info!("closing {left} connection(s) still open after the grace period");
     }
@@ -103,12 +111,14 @@ pub fn serve(
 }
 
 fn start_connection(id: u64, client: UnixStream, context: &Arc<Context>, registry: &Arc<Registry>) {
+    let peer = sys::peer_credentials(client.as_fd());
     let client = Arc::new(client);
-    registry.active.fetch_add(1, Ordering::AcqRel);
+    context.stats.active.fetch_add(1, Ordering::AcqRel);
     registry.clients().insert(id, Arc::clone(&client));
     let registration = Registration {
         id,
         registry: Arc::clone(registry),
+        context: Arc::clone(context),
     };
     Stats::bump(&context.stats.connections);
 
@@ -119,7 +129,7 @@ fn start_connection(id: u64, client: UnixStream, context: &Arc<Context>, registr
         .stack_size(THREAD_STACK_BYTES)
         .spawn(move || {
             let _registration = registration;
-            connection::serve(id, thread_client, thread_context);
+            connection::serve(id, thread_client, peer, thread_context);
         });
     if let Err(e) = spawned {
         error!("cannot start a thread for connection {id}: {e}");
@@ -127,6 +137,7 @@ fn start_connection(id: u64, client: UnixStream, context: &Arc<Context>, registr
             Reason::ConnectionLimit,
             format!("the proxy cannot start a thread: {e}"),
         );
+        context.stats.count_denial(denial.reason);
         let _ = (&*client).write_all(&reply::error_response(&denial, false));
     }
 }
@@ -139,8 +150,9 @@ fn refuse_at_limit(client: &UnixStream, stats: &Stats, max_connections: usize) {
         Reason::ConnectionLimit,
         format!("the proxy is serving its maximum of {max_connections} connections; retry later"),
     );
+    stats.count_denial(denial.reason);
     warn!(
-        "deny conn=- status=503 reason={} method=- path=- detail=\"{}\"",
+        "deny conn=- uid=- gid=- pid=- status=503 reason={} method=- path=- detail=\"{}\"",
         denial.reason.code(),
         denial.detail
     );

@@ -24,10 +24,7 @@ pub struct Allowed<'h, 'w> {
 pub fn decide<'h, 'w>(head: &'h [u8], whitelist: &'w Whitelist) -> Result<Allowed<'h, 'w>, Denial> {
     let request = request::parse(head)?;
     let method = request.method.as_str();
-    let shown = |request: &Request<'_>| match request.target.query() {
-        Some(query) => format!("{}?{query}", request.target.path()),
-        None => request.target.path().to_owned(),
-    };
+    let shown = |request: &Request<'_>| request.target.to_string();
 
     let Some(rule) = whitelist.find(request.target.path()) else {
         return Err(Denial::new(

@@ -50,6 +50,7 @@ pub struct Relay {
     upstream: Arc<UnixStream>,
     client: Arc<UnixStream>,
     input: Buffer,
+    written: u64,
 }
 
 impl Relay {
@@ -59,7 +60,13 @@ impl Relay {
             upstream,
             client,
             input: Buffer::new(INITIAL_BYTES, MAX_RESPONSE_HEAD_BYTES),
+            written: 0,
         }
+    }
+
+    /// The bytes written to the client since the last call.
+    pub fn take_written(&mut self) -> u64 {
+        std::mem::take(&mut self.written)
     }
 
     /// Switches to a new daemon connection (after the old one closed between
@@ -210,6 +217,7 @@ impl Relay {
         (&*self.client)
             .write_all(&self.input.data()[..n])
             .map_err(RelayError::Client)?;
+        self.written += n as u64;
         self.input.consume(n);
         Ok(())
     }

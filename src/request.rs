@@ -140,6 +140,15 @@ pub fn parse(head: &[u8]) -> Result<Request<'_>, Denial> {
     })
 }
 
+/// The method and raw target of a head, if its request line parses; for
+/// messages about requests refused before the full checks.
+pub fn request_line(head: &[u8]) -> Option<(&str, &str)> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut storage);
+    let _ = parsed.parse(head);
+    Some((parsed.method?, parsed.path?))
+}
+
 /// Refuses a bare LF or a bare CR anywhere in the head. dockerd accepts bare
 /// LF line endings; a proxy that did not would frame the stream differently
 /// from the daemon, so the only safe answer is to accept neither.

@@ -21,7 +21,9 @@ pub struct SafeSocket {
     /// The listening socket.
     pub listener: UnixListener,
     path: PathBuf,
-    identity: (u64, u64),
+    /// Device and inode of the file we created; `None` for a socket passed
+    /// by systemd, whose file systemd owns.
+    identity: Option<(u64, u64)>,
 }
 
 /// Why the safe socket could not be created. `Display` names the path and
@@ -88,8 +90,29 @@ impl SafeSocket {
         Ok(SafeSocket {
             listener,
             path: path.to_owned(),
-            identity: (meta.dev(), meta.ino()),
+            identity: Some((meta.dev(), meta.ino())),
         })
+    }
+
+    /// Wraps a listening socket passed by systemd socket activation. Its
+    /// file, mode and group are systemd's (`SocketMode=`, `SocketGroup=`) and
+    /// it is never removed here.
+    pub fn inherited(listener: UnixListener) -> SafeSocket {
+        let path = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_owned))
+            .unwrap_or_default();
+        SafeSocket {
+            listener,
+            path,
+            identity: None,
+        }
+    }
+
+    /// Whether this socket came from systemd.
+    pub fn is_inherited(&self) -> bool {
+        self.identity.is_none()
     }
 
     /// The path clients connect to.
@@ -100,8 +123,11 @@ impl SafeSocket {
     /// Removes the socket file, unless it is no longer ours (someone replaced
     /// it while we ran).
     pub fn remove_file(&self) {
+        let Some(identity) = self.identity else {
+            return;
+        };
         match fs::symlink_metadata(&self.path) {
-            Ok(meta) if (meta.dev(), meta.ino()) == self.identity => {
+            Ok(meta) if (meta.dev(), meta.ino()) == identity => {
                 if let Err(e) = fs::remove_file(&self.path) {
                     log::warn!("cannot remove the safe socket {}: {e}", self.path.display());
                 }

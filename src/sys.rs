@@ -3,8 +3,132 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// Who is at the other end of a unix socket, as the kernel recorded it when
+/// the peer connected (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer's process id at connect time.
+    pub pid: i32,
+    /// The peer's effective user id.
+    pub uid: u32,
+    /// The peer's effective group id (its primary group only; the kernel
+    /// does not pass supplementary groups).
+    pub gid: u32,
+}
+
+/// Reads the credentials of the peer of a connected unix socket. std offers
+/// this only on nightly (`UnixStream::peer_cred`).
+pub fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<Peer> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len =
+        libc::socklen_t::try_from(std::mem::size_of::<libc::ucred>()).map_err(io::Error::other)?;
+    // SAFETY: `cred` is a valid, writable ucred and `len` holds its exact
+    // size, which is what SO_PEERCRED writes; `fd` is borrowed, so it is
+    // open for the duration of the call.
+    let status = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &raw mut len,
+        )
+    };
+    if status != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Peer {
+        pid: cred.pid,
+        uid: cred.uid,
+        gid: cred.gid,
+    })
+}
+
+/// The first descriptor passed by socket activation (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: RawFd = 3;
+
+/// Set once the inherited listener has been taken, so that a second call
+/// cannot wrap the same descriptor twice.
+static LISTENER_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// The listening socket passed by systemd socket activation, if this
+/// process was given one (`LISTEN_PID` is our pid and `LISTEN_FDS` is set).
+/// systemd's protocol (sd_listen_fds(3)): the descriptors start at 3.
+pub fn take_systemd_listener() -> io::Result<Option<UnixListener>> {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| pid == std::process::id());
+    if !ours {
+        return Ok(None);
+    }
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok());
+    match count {
+        None | Some(0) => return Ok(None),
+        Some(1) => {}
+        Some(n) => {
+            return Err(io::Error::other(format!(
+            "systemd passed {n} sockets; docker-filter takes exactly one (one ListenStream= line)"
+        )))
+        }
+    }
+    if LISTENER_TAKEN.swap(true, Ordering::AcqRel) {
+        return Err(io::Error::other("the systemd socket was already taken"));
+    }
+    check_listening_unix(LISTEN_FDS_START)?;
+    // SAFETY: systemd passed descriptor 3 to this process (LISTEN_PID is
+    // ours) and nothing in the process has claimed it: LISTENER_TAKEN makes
+    // this the only place that ever wraps it. The check above shows it is an
+    // open, listening AF_UNIX stream socket, so the listener may own it.
+    Ok(Some(unsafe { UnixListener::from_raw_fd(LISTEN_FDS_START) }))
+}
+
+/// Checks that `fd` is a listening unix stream socket.
+fn check_listening_unix(fd: RawFd) -> io::Result<()> {
+    let int_option = |option| -> io::Result<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
+            .map_err(io::Error::other)?;
+        // SAFETY: `value` is a writable c_int and `len` its size, which is
+        // what these integer options write. A descriptor that is not open or
+        // not a socket makes getsockopt fail with EBADF or ENOTSOCK.
+        let status = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&raw mut value).cast(),
+                &raw mut len,
+            )
+        };
+        if status == 0 {
+            Ok(value)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    let fail = |e: io::Error| io::Error::other(format!("systemd socket (descriptor {fd}): {e}"));
+    let domain = int_option(libc::SO_DOMAIN).map_err(fail)?;
+    let kind = int_option(libc::SO_TYPE).map_err(fail)?;
+    let listening = int_option(libc::SO_ACCEPTCONN).map_err(fail)?;
+    if domain != libc::AF_UNIX || kind != libc::SOCK_STREAM || listening == 0 {
+        return Err(io::Error::other(format!(
+            "systemd socket (descriptor {fd}) is not a listening unix stream socket; use ListenStream= with a path"
+        )));
+    }
+    Ok(())
+}
 
 /// Waits until the peer of a unix stream socket has closed it completely, or
 /// this side has been shut down in both directions, or `timeout` passes.
@@ -29,9 +153,8 @@ pub fn wait_for_hangup(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Res
         // for the duration of the call.
         let ready = unsafe { libc::poll(&raw mut entry, 1, timeout_ms) };
         if ready >= 0 {
-            return Ok(
-                ready > 0 && entry.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
-            );
+            let hung_up = libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
+            return Ok(ready > 0 && entry.revents & hung_up != 0);
         }
         let error = io::Error::last_os_error();
         if error.kind() != io::ErrorKind::Interrupted {
@@ -73,6 +196,7 @@ mod tests {
     use super::*;
     use std::net::Shutdown;
     use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::net::UnixStream;
 
     #[test]
@@ -91,6 +215,29 @@ mod tests {
         let (ours, _theirs) = UnixStream::pair().unwrap();
         ours.shutdown(Shutdown::Both).unwrap();
         assert!(wait_for_hangup(ours.as_fd(), None).unwrap());
+    }
+
+    #[test]
+    fn peer_credentials_are_our_own_on_a_socket_pair() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let peer = peer_credentials(ours.as_fd()).unwrap();
+        assert_eq!(peer.pid, i32::try_from(std::process::id()).unwrap());
+        assert_eq!(peer.uid, std::fs::metadata("/proc/self").unwrap().uid());
+    }
+
+    #[test]
+    fn only_a_listening_unix_stream_socket_is_taken_from_systemd() {
+        use std::os::fd::AsRawFd;
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let error = check_listening_unix(ours.as_raw_fd()).unwrap_err();
+        assert!(error
+            .to_string()
+            .contains("not a listening unix stream socket"));
+        let dir = std::env::temp_dir().join(format!("df-sys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let listener = UnixListener::bind(dir.join("l.sock")).unwrap();
+        assert!(check_listening_unix(listener.as_raw_fd()).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

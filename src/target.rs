@@ -44,6 +44,17 @@ impl Target {
     }
 }
 
+/// The path and query as they are forwarded, for messages and logs.
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.path)?;
+        if let Some(query) = &self.query {
+            write!(f, "?{query}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Whether a decoded path may contain `b`.
 ///
 /// Docker's object names and image references use letters, digits and

@@ -27,6 +27,8 @@ const RULE_SIZE_LIMIT: usize = 1024 * 1024;
 /// One rule: where it came from and what it says.
 #[derive(Debug, Clone)]
 pub struct Rule {
+    /// The position among the rules, from 0.
+    pub index: usize,
     /// The line number in the file, from 1.
     pub line: usize,
     /// The expression as written.
@@ -141,6 +143,7 @@ impl Whitelist {
                 .build()
                 .map_err(|e| rule_error(format!("invalid regular expression: {}", one_line(&e))))?;
             rules.push(Rule {
+                index: rules.len(),
                 line,
                 pattern: pattern.to_owned(),
             });
