@@ -1,39 +1,38 @@
-//! One client connection: every request head is read, decided and, if
-//! allowed, rewritten onto one daemon connection; a second thread relays the
-//! responses back in order.
+//! One client connection, served by one thread: every request head is read,
+//! decided and, if allowed, rewritten onto one daemon connection, and the
+//! answers are relayed back in order.
 //!
-//! The reading thread (this module's [`serve`]) owns the decisions. It hands
-//! the relay thread one job per forwarded request and, when it refuses one,
-//! a final job carrying the error, so the error reaches the client after the
-//! responses to the requests before it (POLICY.md rules 2 and 9). The daemon
-//! connection is opened at the first allowed request: a connection whose
-//! requests are all refused never touches the daemon.
+//! The thread waits with `poll(2)` on both sockets, so that it can read the
+//! client's next heads while a response is still coming, notice at once
+//! when the client goes away in the middle of a stream, and apply the idle
+//! limit only when nothing is outstanding. A refusal is held until the
+//! answers to the requests before it are delivered (POLICY.md rules 2 and
+//! 9). The daemon connection is opened at the first allowed request: a
+//! connection whose requests are all refused never touches the daemon.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::debug;
 
 use crate::config::Access;
+use crate::decisions::{self, Caller};
 use crate::denial::{Denial, Reason};
 use crate::forward;
-use crate::head::{is_timeout, HeadError, HeadReader, Source};
-use crate::limits::{MAX_PIPELINED, THREAD_STACK_BYTES, UPSTREAM_WRITE_TIMEOUT_SECS};
-use crate::policy::{self, Allowed};
-use crate::relay::{self, Relay, RelayError, Relayed};
+use crate::head::HeadReader;
+use crate::limits::{MAX_PIPELINED, UPSTREAM_WRITE_TIMEOUT_SECS};
+use crate::policy;
+use crate::relay::{self, RelayError, Relayed, Responses};
 use crate::reply;
 use crate::request::{self, Request};
 use crate::stats::Stats;
 use crate::sys::{self, Peer};
-use crate::text::{log_quoted, printable};
 use crate::whitelist::Whitelist;
 
 /// What every connection shares: the settings and the totals.
@@ -60,339 +59,380 @@ pub fn serve(id: u64, client: Arc<UnixStream>, peer: io::Result<Peer>, context: 
     if let Err(e) = &peer {
         debug!("{caller} cannot read the peer credentials: {e}");
     }
+    // A client that takes no bytes for as long as the idle limit is gone;
+    // without this a client that stops reading would hold its thread.
+    let _ = client.set_write_timeout(Some(context.idle_timeout));
+    let now = Instant::now();
     let mut connection = Connection {
-        id,
         caller,
         peer: peer.ok(),
         context,
         client,
-        accepted: Instant::now(),
-        progress: Arc::new(Progress::default()),
+        accepted: now,
+        first: true,
+        reader: HeadReader::default(),
+        head_started: None,
         upstream: None,
+        responses: Responses::default(),
+        outstanding: VecDeque::new(),
+        refusal: None,
+        reading: true,
+        last_done: now,
         out: Vec::new(),
     };
     connection.run();
-    connection.finish();
-}
-
-/// What the relay thread is asked to do next.
-enum Job {
-    /// Relay the response to one forwarded request, first switching to a new
-    /// daemon connection if one is given.
-    Response {
-        head_request: bool,
-        upstream: Option<Arc<UnixStream>>,
-        /// The request, for the message of a 502.
-        method: &'static str,
-        target: String,
-    },
-    /// Send this error response, then end the connection.
-    Error(Vec<u8>),
-}
-
-/// Requests forwarded and not answered yet, and when the last answer ended;
-/// the idle limit applies only when nothing is outstanding.
-#[derive(Debug)]
-struct Progress {
-    started: Instant,
-    outstanding: AtomicUsize,
-    last_done_ms: AtomicU64,
-    /// The reading thread closed the daemon connection because the client
-    /// left: the relay's read failing then is no daemon error.
-    client_gone: AtomicBool,
-}
-
-impl Default for Progress {
-    fn default() -> Progress {
-        Progress {
-            started: Instant::now(),
-            outstanding: AtomicUsize::new(0),
-            last_done_ms: AtomicU64::new(0),
-            client_gone: AtomicBool::new(false),
-        }
+    if let Some(upstream) = &connection.upstream {
+        let _ = upstream.shutdown(Shutdown::Both);
     }
+    let _ = connection.client.shutdown(Shutdown::Both);
 }
 
-impl Progress {
-    fn outstanding(&self) -> usize {
-        self.outstanding.load(Ordering::Acquire)
-    }
-
-    fn answered(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_done_ms.store(ms, Ordering::Release);
-        self.outstanding.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    fn last_done(&self) -> Instant {
-        self.started + Duration::from_millis(self.last_done_ms.load(Ordering::Acquire))
-    }
-}
-
-/// The daemon side of a connection.
-struct Upstream {
-    stream: Arc<UnixStream>,
-    jobs: Option<SyncSender<Job>>,
-    relay: JoinHandle<()>,
-}
-
-/// How waiting for the next request ended.
-enum Waited {
-    Data,
-    Closed,
-    Idle,
-    Expired,
-    Failed,
+/// A request forwarded and not fully answered yet.
+struct Outstanding {
+    head_request: bool,
+    /// The request, for the message of a 502.
+    method: &'static str,
+    target: String,
 }
 
 struct Connection {
-    id: u64,
-    /// The connection and peer fields of every decision line.
     caller: Caller,
     peer: Option<Peer>,
     context: Arc<Context>,
     client: Arc<UnixStream>,
     accepted: Instant,
-    progress: Arc<Progress>,
-    upstream: Option<Upstream>,
+    /// No request has been read yet.
+    first: bool,
+    reader: HeadReader,
+    /// When the head being received began (the accept, for the first).
+    head_started: Option<Instant>,
+    upstream: Option<UnixStream>,
+    responses: Responses,
+    outstanding: VecDeque<Outstanding>,
+    /// The error response to send once the answers before it are out.
+    refusal: Option<Vec<u8>>,
+    /// Still reading requests: false after a refusal, a `Connection: close`,
+    /// or the client's end of input.
+    reading: bool,
+    /// When the last answer was completed; the idle limit counts from here.
+    last_done: Instant,
     /// The rewritten head, reused from request to request.
     out: Vec<u8>,
 }
 
+/// Whether the connection loop goes on.
+enum Flow {
+    Continue,
+    Stop,
+}
+
 impl Connection {
-    /// Reads, decides and forwards requests until one is refused, the client
-    /// leaves or asks to close, or the connection idles out.
+    /// The connection loop: decide what is buffered, wait for either socket,
+    /// move bytes, until there is nothing left to do.
     fn run(&mut self) {
-        let mut reader = HeadReader::default();
-        let mut first = true;
         loop {
-            if !reader.has_buffered() {
-                match self.wait_for_request(&mut reader, first) {
-                    Waited::Data => {}
-                    Waited::Closed => return self.client_closed(),
-                    Waited::Idle => {
-                        return debug!("idle conn={} closed after the idle limit", self.id)
-                    }
-                    Waited::Expired => {
-                        return self.refuse(&timed_out(self.context.header_timeout), false)
-                    }
-                    Waited::Failed => return,
+            self.decide_buffered_heads();
+            if self.outstanding.is_empty() {
+                if let Some(response) = self.refusal.take() {
+                    return self.send_refusal(&response);
+                }
+                if !self.reading {
+                    return;
                 }
             }
 
-            let deadline = if first {
-                self.accepted + self.context.header_timeout
-            } else {
-                Instant::now() + self.context.header_timeout
+            let deadline = self.deadline();
+            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let want_client = self.reading && self.outstanding.len() < MAX_PIPELINED;
+            let client = (self.client.as_fd(), want_client);
+            let upstream = self.upstream.as_ref().map(|u| (u.as_fd(), true));
+            let Ok([client_ready, upstream_ready]) = sys::poll_two(client, upstream, timeout)
+            else {
+                return;
             };
-            let mut source = ClientSource(&self.client);
-            let len = match reader.read_head(
-                &mut source,
-                deadline,
-                self.context.header_timeout.as_secs(),
-            ) {
-                Ok(len) => len,
-                Err(HeadError::Closed) => return self.client_closed(),
-                Err(HeadError::Refused(denial)) => return self.refuse(&denial, false),
-                Err(HeadError::Io(_)) => return,
-            };
-            first = false;
 
-            let head = reader.head(len);
-            let head_request = head.starts_with(b"HEAD ");
-            if let Some(denial) = self.peer_refusal(head) {
+            if upstream_ready.readable || upstream_ready.hung_up {
+                if let Flow::Stop = self.on_upstream_ready() {
+                    return;
+                }
+            }
+            if client_ready.hung_up {
+                // Gone for good, not just half-closed: nobody will read the
+                // answers, and closing the daemon connection ends any stream.
+                debug!("close {} the client left", self.caller);
+                return;
+            }
+            if client_ready.readable {
+                self.on_client_readable();
+            } else if !upstream_ready.readable
+                && !upstream_ready.hung_up
+                && deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                if let Flow::Stop = self.on_deadline() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// When the wait must end: the header deadline while a head is being
+    /// received, the idle limit while nothing is outstanding, and never
+    /// while a response (a stream, say) is still being relayed.
+    fn deadline(&self) -> Option<Instant> {
+        if !self.reading {
+            return None;
+        }
+        if let Some(started) = self.head_started {
+            return Some(started + self.context.header_timeout);
+        }
+        if !self.outstanding.is_empty() {
+            return None;
+        }
+        Some(if self.first {
+            self.accepted + self.context.header_timeout
+        } else {
+            self.last_done + self.context.idle_timeout
+        })
+    }
+
+    fn on_deadline(&mut self) -> Flow {
+        if self.head_started.is_some() || self.first {
+            let denial = Denial::new(
+                Reason::HeaderTimeout,
+                format!(
+                    "no complete request head was received within {} s",
+                    self.context.header_timeout.as_secs()
+                ),
+            );
+            self.refuse(&denial, false);
+            return Flow::Continue;
+        }
+        debug!("idle {} closed after the idle limit", self.caller);
+        Flow::Stop
+    }
+
+    fn on_client_readable(&mut self) {
+        let had_input = self.reader.has_buffered();
+        match self.reader.fill(&mut &*self.client) {
+            Ok(0) => {
+                // End of input: the client half-closed (it may still read
+                // the answers due) or shutdown began. Nothing more is read.
+                self.reading = false;
+                self.head_started = None;
+            }
+            Ok(_) if !had_input && self.head_started.is_none() => {
+                self.head_started = Some(if self.first {
+                    self.accepted
+                } else {
+                    Instant::now()
+                });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => self.reading = false,
+        }
+    }
+
+    /// Decides every complete head already buffered, in order, as long as
+    /// requests are still being read and the pipeline has room.
+    fn decide_buffered_heads(&mut self) {
+        while self.reading && self.outstanding.len() < MAX_PIPELINED {
+            let len = match self.reader.next_head() {
+                Ok(Some(len)) => len,
+                Ok(None) => return,
+                Err(denial) => return self.refuse(&denial, false),
+            };
+            self.first = false;
+            if let Some(denial) = self.decide_and_forward(len) {
+                let head_request = self.reader.head(len).starts_with(b"HEAD ");
                 return self.refuse(&denial, head_request);
             }
-            match policy::decide(head, &self.context.whitelist) {
-                Err(denial) => return self.refuse(&denial, head_request),
-                Ok(allowed) => {
-                    self.log_allowed(&allowed);
-                    Stats::bump(&self.context.stats.rule_hits[allowed.rule.index]);
-                    let close = allowed.request.close;
-                    forward::write_head(&allowed.request, {
-                        self.out.clear();
-                        &mut self.out
-                    });
-                    if !self.forward(&allowed.request, head_request) || close {
-                        return;
-                    }
-                }
-            }
-            reader.consume(len);
+            self.reader.consume(len);
+            self.head_started = self.reader.has_buffered().then(Instant::now);
         }
     }
 
-    /// Waits for the first byte of the next head. The first request must
-    /// arrive within the header timeout of the accept; later ones within the
-    /// idle limit of the last response, which does not run while a response
-    /// (a stream, say) is still being relayed.
-    fn wait_for_request(&self, reader: &mut HeadReader, first: bool) -> Waited {
-        loop {
-            let now = Instant::now();
-            let outstanding = self.progress.outstanding();
-            let deadline = if first {
-                self.accepted + self.context.header_timeout
-            } else if outstanding > 0 {
-                now + self.context.idle_timeout
-            } else {
-                self.progress.last_done() + self.context.idle_timeout
-            };
-            if deadline <= now {
-                return if first { Waited::Expired } else { Waited::Idle };
-            }
-            if self.client.set_read_timeout(Some(deadline - now)).is_err() {
-                return Waited::Failed;
-            }
-            match reader.fill(&mut &*self.client) {
-                Ok(0) => return Waited::Closed,
-                Ok(_) => return Waited::Data,
-                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Waited::Failed,
-            }
+    /// Decides the buffered head of `len` bytes and forwards it if allowed;
+    /// returns the refusal otherwise.
+    fn decide_and_forward(&mut self, len: usize) -> Option<Denial> {
+        let head = self.reader.head(len);
+        if let Some(denial) = self.peer_refusal(head) {
+            return Some(denial);
         }
-    }
-
-    /// Sends the head in `self.out` (the rewritten `request`) to the daemon
-    /// and queues its response. Returns false when the connection must end
-    /// (the refusal, if any, is already queued).
-    fn forward(&mut self, request: &Request<'_>, head_request: bool) -> bool {
-        let method = request.method.as_str();
-        let switched = match self.ensure_upstream().and_then(|()| self.send_head()) {
-            Ok(switched) => switched,
-            Err(Some(denial)) => {
-                let denial = denial.of_request(method, &request.target.to_string());
-                self.refuse(&denial, head_request);
-                return false;
-            }
-            Err(None) => return false,
+        let allowed = match policy::decide(head, &self.context.whitelist) {
+            Ok(allowed) => allowed,
+            Err(denial) => return Some(denial),
         };
-        let Some(upstream) = &mut self.upstream else {
-            return false;
-        };
-        if let Some(stream) = &switched {
-            upstream.stream = Arc::clone(stream);
+        decisions::allowed(&self.caller, &allowed, &self.context.whitelist);
+        Stats::bump(&self.context.stats.rule_hits[allowed.rule.index]);
+        self.out.clear();
+        forward::write_head(&allowed.request, &mut self.out);
+        let close = allowed.request.close;
+        let pending = outstanding(&allowed.request);
+        if let Err(denial) = self.send_head() {
+            return denial.map(|d| d.of_request(pending.method, &pending.target));
         }
 
         Stats::bump(&self.context.stats.allowed);
         Stats::add(&self.context.stats.bytes_to_daemon, self.out.len());
-        self.progress.outstanding.fetch_add(1, Ordering::AcqRel);
-        let job = Job::Response {
-            head_request,
-            upstream: switched,
-            method,
-            target: request.target.to_string(),
-        };
-        upstream
-            .jobs
-            .as_ref()
-            .is_some_and(|jobs| jobs.send(job).is_ok())
-    }
-
-    /// Opens the daemon connection and starts the relay thread, at the
-    /// first allowed request.
-    fn ensure_upstream(&mut self) -> Result<(), Option<Denial>> {
-        if self.upstream.is_none() {
-            let stream = self.connect()?;
-            self.upstream = Some(self.start_relay(&stream)?);
+        if close {
+            self.reading = false;
         }
-        Ok(())
+        self.outstanding.push_back(pending);
+        None
     }
 
-    /// Writes `self.out` to the daemon. Returns the new daemon connection if
-    /// the old one had to be replaced, or the refusal to send (`None` when
-    /// the relay thread will report the failure).
-    fn send_head(&self) -> Result<Option<Arc<UnixStream>>, Option<Denial>> {
+    /// Writes `self.out` to the daemon, connecting first if needed. `Err(None)`
+    /// means the connection must end without a refusal of its own: the
+    /// daemon connection broke with answers pending, and their relay reports
+    /// it.
+    fn send_head(&mut self) -> Result<(), Option<Denial>> {
+        if self.upstream.is_none() {
+            self.upstream = Some(connect(&self.context.upstream)?);
+        }
         let Some(upstream) = &self.upstream else {
             return Err(None);
         };
-        let Err(error) = (&*upstream.stream).write_all(&self.out) else {
-            return Ok(None);
+        let Err(error) = (&*upstream).write_all(&self.out) else {
+            return Ok(());
         };
-        if self.progress.outstanding() > 0 {
-            // The relay is still reading answers from this broken
-            // connection; it reports the failure to the client.
+        if !self.outstanding.is_empty() {
             debug!(
                 "upstream {} write failed with answers pending: {error}",
                 self.caller
             );
+            self.reading = false;
             return Err(None);
         }
         // Between requests the daemon may have closed the connection (a
         // restart, say). Nothing is lost by opening a new one.
         debug!("upstream {} reconnecting after: {error}", self.caller);
-        let stream = self.connect()?;
-        (&*stream)
+        let upstream = connect(&self.context.upstream)?;
+        self.responses.reset();
+        (&upstream)
             .write_all(&self.out)
             .map_err(|e| upstream_denial(&self.context.upstream, "writing to", &e))?;
-        Ok(Some(stream))
+        self.upstream = Some(upstream);
+        Ok(())
     }
 
-    fn connect(&self) -> Result<Arc<UnixStream>, Denial> {
-        let path = &self.context.upstream;
-        let stream =
-            UnixStream::connect(path).map_err(|e| upstream_denial(path, "connecting to", &e))?;
-        stream
-            .set_write_timeout(Some(Duration::from_secs(UPSTREAM_WRITE_TIMEOUT_SECS)))
-            .map_err(|e| upstream_denial(path, "configuring the connection to", &e))?;
-        Ok(Arc::new(stream))
-    }
-
-    fn start_relay(&self, stream: &Arc<UnixStream>) -> Result<Upstream, Denial> {
-        let (jobs, queue) = mpsc::sync_channel(MAX_PIPELINED);
-        let relay = Relay::new(Arc::clone(stream), Arc::clone(&self.client));
-        let client = Arc::clone(&self.client);
-        let progress = Arc::clone(&self.progress);
-        let id = self.id;
-        let caller = self.caller.clone();
-        let context = Arc::clone(&self.context);
-        let spawned = thread::Builder::new()
-            .name(format!("relay-{id}"))
-            .stack_size(THREAD_STACK_BYTES)
-            .spawn(move || respond(&caller, &queue, relay, &client, &progress, &context));
-        match spawned {
-            Ok(relay) => Ok(Upstream {
-                stream: Arc::clone(stream),
-                jobs: Some(jobs),
-                relay,
-            }),
-            Err(e) => Err(Denial::new(
-                Reason::ConnectionLimit,
-                format!("cannot start a relay thread: {e}"),
-            )),
-        }
-    }
-
-    /// The client closed its side. If answers are still due, they are
-    /// delivered while the client is still there to read them (it may only
-    /// have half-closed); once it is gone, the daemon connection is closed
-    /// too, which ends any stream.
-    fn client_closed(&mut self) {
-        if self.progress.outstanding() == 0 {
-            return;
-        }
-        let Some(upstream) = &mut self.upstream else {
-            return;
+    /// The daemon sent something, or closed.
+    fn on_upstream_ready(&mut self) -> Flow {
+        let Some(upstream) = &self.upstream else {
+            return Flow::Continue;
         };
-        upstream.jobs = None;
-        let _ = sys::wait_for_hangup(self.client.as_fd(), None);
-        self.progress.client_gone.store(true, Ordering::Release);
-        let _ = upstream.stream.shutdown(Shutdown::Both);
+        let read = self.responses.fill(upstream);
+        if self.outstanding.is_empty() {
+            // Nothing was asked: the daemon closed an idle connection (or
+            // sent what nobody asked for). The next request reconnects.
+            debug!("upstream {} closed between requests", self.caller);
+            self.upstream = None;
+            self.responses.reset();
+            return Flow::Continue;
+        }
+        let relayed = match read {
+            Ok(0) => self.responses.end_of_input().map(Some),
+            Ok(_) => self.relay_buffered(),
+            Err(e) => Err(RelayError::Upstream {
+                problem: format!("reading from the daemon failed: {e}"),
+                answered: self.responses.answered(),
+            }),
+        };
+        self.count_written();
+        match relayed {
+            Ok(Some(Relayed::Close)) => {
+                // The client was told (by `Connection: close`, HTTP/1.0 or a
+                // body that ends at close) that the connection ends here.
+                self.answered_one();
+                self.upstream = None;
+                self.responses.reset();
+                self.reading = false;
+                if self.outstanding.is_empty() {
+                    Flow::Continue
+                } else {
+                    // Requests sent behind the one the daemon closed after
+                    // are lost; the client is told for the next of them.
+                    self.upstream_failed(
+                        "the daemon closed the connection after an earlier answer",
+                        false,
+                    )
+                }
+            }
+            Ok(_) => Flow::Continue,
+            Err(RelayError::Client(_)) => Flow::Stop,
+            Err(RelayError::Upstream { problem, answered }) => {
+                self.upstream_failed(&problem, answered)
+            }
+        }
     }
 
-    /// Logs and answers a refusal; it goes through the relay thread when
-    /// there is one, so that it follows the answers already due.
+    /// Relays what is buffered, answer after answer, while the buffered
+    /// input completes them.
+    fn relay_buffered(&mut self) -> Result<Option<Relayed>, RelayError> {
+        while let Some(front) = self.outstanding.front() {
+            match self.responses.advance(front.head_request, &self.client)? {
+                Some(Relayed::KeepAlive) => self.answered_one(),
+                Some(Relayed::Close) => return Ok(Some(Relayed::Close)),
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    fn answered_one(&mut self) {
+        self.outstanding.pop_front();
+        self.last_done = Instant::now();
+    }
+
+    fn count_written(&mut self) {
+        let written = usize::try_from(self.responses.take_written()).unwrap_or(usize::MAX);
+        Stats::add(&self.context.stats.bytes_to_clients, written);
+    }
+
+    /// The daemon failed the oldest outstanding request: a 502 if the client
+    /// has seen nothing of its answer, then the connection ends.
+    fn upstream_failed(&mut self, problem: &str, answered: bool) -> Flow {
+        let Some(front) = self.outstanding.front() else {
+            return Flow::Stop;
+        };
+        let denial = Denial::new(
+            Reason::Upstream,
+            format!(
+                "the Docker daemon at {}: {problem}",
+                self.context.upstream.display()
+            ),
+        )
+        .of_request(front.method, &front.target);
+        let head_request = front.head_request;
+        self.log_denied(&denial);
+        if !answered {
+            self.write_client(&reply::error_response(&denial, head_request));
+        }
+        Flow::Stop
+    }
+
+    /// Logs a refusal and holds its response until the answers before it
+    /// are out; nothing more is read from the client.
     fn refuse(&mut self, denial: &Denial, head_request: bool) {
         self.log_denied(denial);
-        let response = reply::error_response(denial, head_request);
-        if let Some(jobs) = self.upstream.as_ref().and_then(|u| u.jobs.as_ref()) {
-            let _ = jobs.send(Job::Error(response));
-            return;
-        }
-        if (&*self.client).write_all(&response).is_ok() {
-            Stats::add(&self.context.stats.bytes_to_clients, response.len());
+        self.refusal = Some(reply::error_response(denial, head_request));
+        self.reading = false;
+        self.head_started = None;
+    }
+
+    fn send_refusal(&mut self, response: &[u8]) {
+        if self.write_client(response) {
             let _ = self.client.shutdown(Shutdown::Write);
             relay::linger(&self.client);
         }
+    }
+
+    fn write_client(&self, bytes: &[u8]) -> bool {
+        let written = (&*self.client).write_all(bytes).is_ok();
+        if written {
+            Stats::add(&self.context.stats.bytes_to_clients, bytes.len());
+        }
+        written
     }
 
     /// A refusal for a caller outside `--allow-uid` / `--allow-gid`. Without
@@ -419,189 +459,34 @@ impl Connection {
         })
     }
 
-    /// Ends the connection: lets the relay thread finish what is due, then
-    /// closes both sides.
-    fn finish(&mut self) {
-        if let Some(mut upstream) = self.upstream.take() {
-            upstream.jobs = None;
-            let _ = upstream.relay.join();
-            let _ = upstream.stream.shutdown(Shutdown::Both);
-        }
-        let _ = self.client.shutdown(Shutdown::Both);
-    }
-
-    fn log_allowed(&self, allowed: &Allowed<'_, '_>) {
-        if !log::log_enabled!(log::Level::Debug) {
-            return;
-        }
-        let path = allowed.request.target.to_string();
-        debug!(
-            "allow {} method={} path={} rule={}",
-            self.caller,
-            allowed.request.method.as_str(),
-            log_quoted(&path),
-            log_quoted(&format!(
-                "{}:{}",
-                self.context.whitelist.source(),
-                allowed.rule.line
-            )),
-        );
-    }
-
     fn log_denied(&self, denial: &Denial) {
         if denial.reason == Reason::Upstream {
             Stats::bump(&self.context.stats.upstream_errors);
         }
         self.context.stats.count_denial(denial.reason);
-        log_decision(&self.caller, denial);
+        decisions::denied(&self.caller, denial);
     }
 }
 
-/// The connection id and the peer's credentials, as `key=value` fields.
-#[derive(Debug, Clone)]
-struct Caller(String);
-
-impl Caller {
-    fn new(id: u64, peer: Option<&Peer>) -> Caller {
-        Caller(match peer {
-            Some(p) => format!("conn={id} uid={} gid={} pid={}", p.uid, p.gid, p.pid),
-            None => format!("conn={id} uid=- gid=- pid=-"),
-        })
+fn outstanding(request: &Request<'_>) -> Outstanding {
+    Outstanding {
+        head_request: request.method == request::Method::Head,
+        method: request.method.as_str(),
+        target: request.target.to_string(),
     }
 }
 
-impl std::fmt::Display for Caller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// The `deny` decision line: stable `key=value` fields, values quoted.
-fn log_decision(caller: &Caller, denial: &Denial) {
-    let (method, path) = match &denial.request {
-        Some((method, path)) => (method.as_str(), log_quoted(path)),
-        None => ("-", "-".to_owned()),
-    };
-    warn!(
-        "deny {caller} status={} reason={} method={method} path={path} detail={}",
-        denial.status(),
-        denial.reason.code(),
-        log_quoted(&printable(denial.detail.as_bytes())),
-    );
-}
-
-/// The relay thread: one job at a time until the queue closes or a job ends
-/// the connection. Whatever happens, both sockets are shut on the way out,
-/// which wakes the reading thread.
-fn respond(
-    caller: &Caller,
-    queue: &Receiver<Job>,
-    mut relay: Relay,
-    client: &Arc<UnixStream>,
-    progress: &Progress,
-    context: &Context,
-) {
-    let _shut = ShutOnDrop(Arc::clone(client));
-    while let Ok(job) = queue.recv() {
-        match job {
-            Job::Response {
-                head_request,
-                upstream,
-                method,
-                target,
-            } => {
-                if let Some(stream) = upstream {
-                    relay.set_upstream(stream);
-                }
-                let relayed = relay.relay_one(head_request);
-                Stats::add(
-                    &context.stats.bytes_to_clients,
-                    usize::try_from(relay.take_written()).unwrap_or(usize::MAX),
-                );
-                match relayed {
-                    Ok(Relayed::KeepAlive) => progress.answered(),
-                    Ok(Relayed::Close) | Err(RelayError::Client(_)) => break,
-                    Err(RelayError::Upstream { .. })
-                        if progress.client_gone.load(Ordering::Acquire) =>
-                    {
-                        debug!("close {caller} the client left during a response");
-                        break;
-                    }
-                    Err(RelayError::Upstream { problem, answered }) => {
-                        let denial = Denial::new(
-                            Reason::Upstream,
-                            format!(
-                                "the Docker daemon at {}: {problem}",
-                                context.upstream.display()
-                            ),
-                        )
-                        .of_request(method, &target);
-                        Stats::bump(&context.stats.upstream_errors);
-                        context.stats.count_denial(Reason::Upstream);
-                        log_decision(caller, &denial);
-                        if !answered {
-                            let response = reply::error_response(&denial, head_request);
-                            if (&**client).write_all(&response).is_ok() {
-                                Stats::add(&context.stats.bytes_to_clients, response.len());
-                            }
-                        }
-                        break;
-                    }
-                }
-            }
-            Job::Error(response) => {
-                if (&**client).write_all(&response).is_ok() {
-                    Stats::add(&context.stats.bytes_to_clients, response.len());
-                    let _ = client.shutdown(Shutdown::Write);
-                    relay::linger(client);
-                }
-                break;
-            }
-        }
-    }
-    relay.shutdown_upstream();
-}
-
-/// Shuts a socket in both directions when dropped, panics included.
-struct ShutOnDrop(Arc<UnixStream>);
-
-impl Drop for ShutOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.shutdown(Shutdown::Both);
-    }
-}
-
-/// The client socket as a [`Source`] for the head reader.
-struct ClientSource<'a>(&'a UnixStream);
-
-impl io::Read for ClientSource<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        io::Read::read(&mut &*self.0, buf)
-    }
-}
-
-impl Source for ClientSource<'_> {
-    fn set_deadline(&mut self, deadline: Option<Instant>) -> io::Result<()> {
-        let timeout = deadline.map(|d| {
-            d.saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1))
-        });
-        self.0.set_read_timeout(timeout)
-    }
-}
-
-fn timed_out(timeout: Duration) -> Denial {
-    Denial::new(
-        Reason::HeaderTimeout,
-        format!(
-            "no request head was received within {} s",
-            timeout.as_secs()
-        ),
-    )
+fn connect(path: &Path) -> Result<UnixStream, Denial> {
+    let stream =
+        UnixStream::connect(path).map_err(|e| upstream_denial(path, "connecting to", &e))?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(UPSTREAM_WRITE_TIMEOUT_SECS)))
+        .map_err(|e| upstream_denial(path, "configuring the connection to", &e))?;
+    Ok(stream)
 }
 
 /// A 502 that names the socket, the step and the OS error.
-fn upstream_denial(path: &std::path::Path, step: &str, error: &io::Error) -> Denial {
+fn upstream_denial(path: &Path, step: &str, error: &io::Error) -> Denial {
     let hint = match error.kind() {
         io::ErrorKind::NotFound => "; is dockerd running, and is --upstream right?",
         io::ErrorKind::PermissionDenied => {

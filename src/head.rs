@@ -21,17 +21,22 @@ const INITIAL_BYTES: usize = 1024;
 #[derive(Debug)]
 pub struct HeadReader {
     input: Buffer,
+    /// How much of the buffered input has been searched for the end of a
+    /// head, so that a head arriving a byte at a time is not searched again
+    /// from its start on every byte.
+    scanned: usize,
 }
 
 impl Default for HeadReader {
     fn default() -> HeadReader {
         HeadReader {
             input: Buffer::new(INITIAL_BYTES, MAX_HEAD_BYTES),
+            scanned: 0,
         }
     }
 }
 
-/// What reading a head ended with, other than a head.
+/// What [`HeadReader::read_head`] ended with, other than a head.
 #[derive(Debug)]
 pub enum HeadError {
     /// The client closed (or half-closed) its side.
@@ -60,6 +65,21 @@ impl HeadReader {
         self.input.fill(source)
     }
 
+    /// The length of the next complete head if it is all buffered, without
+    /// reading; a refusal if the buffer holds [`MAX_HEAD_BYTES`] without one.
+    pub fn next_head(&mut self) -> Result<Option<usize>, Denial> {
+        let data = self.input.data();
+        if let Some(len) = head_length(data, self.scanned) {
+            self.scanned = 0;
+            return Ok(Some(len));
+        }
+        self.scanned = data.len();
+        if data.len() >= MAX_HEAD_BYTES {
+            return Err(too_large());
+        }
+        Ok(None)
+    }
+
     /// Returns the length of the next complete head, reading until it is
     /// there. The whole head must arrive by `deadline`; `timeout_secs` is
     /// what the refusal says.
@@ -69,14 +89,9 @@ impl HeadReader {
         deadline: Instant,
         timeout_secs: u64,
     ) -> Result<usize, HeadError> {
-        let mut scanned = 0;
         loop {
-            if let Some(len) = head_length(self.input.data(), scanned) {
+            if let Some(len) = self.next_head().map_err(HeadError::Refused)? {
                 return Ok(len);
-            }
-            scanned = self.input.data().len();
-            if scanned >= MAX_HEAD_BYTES {
-                return Err(HeadError::Refused(too_large()));
             }
             if Instant::now() >= deadline {
                 return Err(HeadError::Refused(timed_out(timeout_secs)));
@@ -94,7 +109,7 @@ impl HeadReader {
         }
     }
 
-    /// The buffered bytes of the head that [`read_head`](Self::read_head)
+    /// The buffered bytes of the head that [`next_head`](Self::next_head)
     /// found.
     pub fn head(&self, len: usize) -> &[u8] {
         &self.input.data()[..len]

@@ -15,6 +15,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod decisions;
 pub mod denial;
 pub mod forward;
 pub mod framing;
@@ -25,6 +26,7 @@ pub mod listener;
 pub mod metrics;
 pub mod notify;
 pub mod policy;
+pub mod pool;
 pub mod relay;
 pub mod reply;
 pub mod request;
@@ -114,6 +116,9 @@ fn serve(config: &Config) -> i32 {
             whitelist.source(),
             rule.line
         );
+    }
+    if let Err(e) = sys::use_batch_scheduling() {
+        warn!("cannot use SCHED_BATCH scheduling, serving with the default: {e}");
     }
     match sys::raise_open_files_limit() {
         Ok(limit) if limit < (config.max_connections as u64) * 2 + 16 => warn!(

@@ -15,8 +15,8 @@ use log::{error, info, warn};
 
 use crate::connection::{self, Context};
 use crate::denial::{Denial, Reason};
-use crate::limits::THREAD_STACK_BYTES;
 use crate::notify;
+use crate::pool::Pool;
 use crate::reply;
 use crate::socket::SafeSocket;
 use crate::stats::Stats;
@@ -60,6 +60,7 @@ pub fn serve(
     let stop = Arc::new(AtomicBool::new(false));
     install_signal_handler(&stop, socket)?;
     let registry = Arc::new(Registry::default());
+    let pool = Arc::new(Pool::default());
     let next_id = AtomicU64::new(1);
     let active = || usize::try_from(Stats::get(&context.stats.active)).unwrap_or(usize::MAX);
 
@@ -85,7 +86,7 @@ pub fn serve(
             continue;
         }
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        start_connection(id, client, context, &registry);
+        start_connection(id, client, context, &registry, &pool);
     }
 
     let _ = notify::notify("STOPPING=1");
@@ -110,7 +111,13 @@ pub fn serve(
     Ok(())
 }
 
-fn start_connection(id: u64, client: UnixStream, context: &Arc<Context>, registry: &Arc<Registry>) {
+fn start_connection(
+    id: u64,
+    client: UnixStream,
+    context: &Arc<Context>,
+    registry: &Arc<Registry>,
+    pool: &Arc<Pool>,
+) {
     let peer = sys::peer_credentials(client.as_fd());
     let client = Arc::new(client);
     context.stats.active.fetch_add(1, Ordering::AcqRel);
@@ -124,13 +131,10 @@ fn start_connection(id: u64, client: UnixStream, context: &Arc<Context>, registr
 
     let thread_context = Arc::clone(context);
     let thread_client = Arc::clone(&client);
-    let spawned = thread::Builder::new()
-        .name(format!("conn-{id}"))
-        .stack_size(THREAD_STACK_BYTES)
-        .spawn(move || {
-            let _registration = registration;
-            connection::serve(id, thread_client, peer, thread_context);
-        });
+    let spawned = pool.execute(move || {
+        let _registration = registration;
+        connection::serve(id, thread_client, peer, thread_context);
+    });
     if let Err(e) = spawned {
         error!("cannot start a thread for connection {id}: {e}");
         let denial = Denial::new(

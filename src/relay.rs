@@ -5,10 +5,13 @@
 //! body's framing (`framing.rs`), so that the relay knows where each response
 //! ends. That is what lets a refusal follow the responses before it, and the
 //! idle limit apply only between responses, never inside a stream.
+//!
+//! [`Responses`] is driven by the connection's loop: it reads from the daemon
+//! when `poll(2)` says there is something to read, and relays whatever part
+//! of the current response that gave.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
 
 use crate::buffer::Buffer;
 use crate::framing::{Body, FramingError};
@@ -18,10 +21,10 @@ use crate::limits::{MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEAD_BYTES};
 /// few kilobytes fits, and a busy stream grows it.
 const INITIAL_BYTES: usize = 4 * 1024;
 
-/// How a relayed response left the connection.
+/// How a relayed response left the daemon connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Relayed {
-    /// The next response may follow on the same connections.
+    /// The next response may follow on the same connection.
     KeepAlive,
     /// The daemon ends the connection after this response (`Connection:
     /// close`, HTTP/1.0, or a body delimited by closing).
@@ -46,22 +49,36 @@ pub enum RelayError {
 
 /// The response side of one client connection.
 #[derive(Debug)]
-pub struct Relay {
-    upstream: Arc<UnixStream>,
-    client: Arc<UnixStream>,
+pub struct Responses {
     input: Buffer,
+    /// The framing of the current response's body, once its head is relayed.
+    body: Option<Body>,
+    /// Whether the daemon closes after the current response.
+    close: bool,
+    /// Whether any byte of the current response reached the client.
+    answered: bool,
     written: u64,
 }
 
-impl Relay {
-    /// A relay from `upstream` to `client`.
-    pub fn new(upstream: Arc<UnixStream>, client: Arc<UnixStream>) -> Relay {
-        Relay {
-            upstream,
-            client,
+impl Default for Responses {
+    fn default() -> Responses {
+        Responses {
             input: Buffer::new(INITIAL_BYTES, MAX_RESPONSE_HEAD_BYTES),
+            body: None,
+            close: false,
+            answered: false,
             written: 0,
         }
+    }
+}
+
+impl Responses {
+    /// Forgets everything buffered: the daemon connection was replaced.
+    pub fn reset(&mut self) {
+        *self = Responses {
+            written: self.written,
+            ..Responses::default()
+        };
     }
 
     /// The bytes written to the client since the last call.
@@ -69,154 +86,136 @@ impl Relay {
         std::mem::take(&mut self.written)
     }
 
-    /// Switches to a new daemon connection (after the old one closed between
-    /// requests).
-    pub fn set_upstream(&mut self, upstream: Arc<UnixStream>) {
-        self.upstream = upstream;
-        self.input = Buffer::new(INITIAL_BYTES, MAX_RESPONSE_HEAD_BYTES);
+    /// Whether part of the current response has been relayed.
+    pub fn answered(&self) -> bool {
+        self.answered
     }
 
-    /// Shuts the daemon connection in both directions, which ends a stream
-    /// whose client is gone.
-    pub fn shutdown_upstream(&self) {
-        let _ = self.upstream.shutdown(std::net::Shutdown::Both);
-    }
-
-    /// Relays the whole response to one request (`head_request` for HEAD,
-    /// whose response has no body), including any 1xx interim responses.
-    pub fn relay_one(&mut self, head_request: bool) -> Result<Relayed, RelayError> {
-        let mut answered = false;
+    /// Reads once from the daemon; `Ok(0)` at end of input.
+    pub fn fill(&mut self, upstream: &UnixStream) -> io::Result<usize> {
         loop {
-            let (head_len, status, mut body, close) = self.read_head(head_request, answered)?;
-            if status == 101 {
-                // The proxy never forwards Upgrade; a switch it did not ask
-                // for would turn the connection into an unchecked tunnel.
-                return Err(RelayError::Upstream {
-                    problem: "the daemon switched protocols unasked".to_owned(),
-                    answered,
-                });
-            }
-            // The head and whatever of the body came with it go out in one
-            // write: for a typical small JSON answer, the whole response.
-            let interim = (100..200).contains(&status);
-            let with_head = if interim {
-                0
-            } else {
-                body.advance(&self.input.data()[head_len..])
-                    .map_err(|e| framing_problem(&e, answered))?
-            };
-            self.write_client(head_len + with_head)?;
-            answered = true;
-            if interim {
-                continue;
-            }
-            while !body.is_done() {
-                if self.input.is_empty() {
-                    match self.fill() {
-                        Ok(0) if body == Body::UntilClose => return Ok(Relayed::Close),
-                        Ok(0) => {
-                            return Err(upstream_problem(
-                                "the daemon closed the connection in the middle of a response",
-                                true,
-                            ))
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            return Err(upstream_problem(
-                                &format!("reading from the daemon failed: {e}"),
-                                true,
-                            ))
-                        }
-                    }
-                }
-                let n = body
-                    .advance(self.input.data())
-                    .map_err(|e| framing_problem(&e, true))?;
-                self.write_client(n)?;
-            }
-            return Ok(if close {
-                Relayed::Close
-            } else {
-                Relayed::KeepAlive
-            });
-        }
-    }
-
-    /// Reads one response head; returns its length, status, body framing and
-    /// whether the daemon closes after it.
-    fn read_head(
-        &mut self,
-        head_request: bool,
-        answered: bool,
-    ) -> Result<(usize, u16, Body, bool), RelayError> {
-        loop {
-            if !self.input.is_empty() {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-                let mut response = httparse::Response::new(&mut headers);
-                match response.parse(self.input.data()) {
-                    Ok(httparse::Status::Complete(len)) => {
-                        let status = response.code.unwrap_or(0);
-                        let body = Body::of_response(status, response.headers, head_request)
-                            .map_err(|e| framing_problem(&e, answered))?;
-                        let close = closes_after(response.version, response.headers)
-                            || body == Body::UntilClose;
-                        return Ok((len, status, body, close));
-                    }
-                    Ok(httparse::Status::Partial) => {}
-                    Err(e) => {
-                        return Err(upstream_problem(
-                            &format!("the daemon sent an invalid response head ({e})"),
-                            answered,
-                        ))
-                    }
-                }
-            }
-            match self.fill() {
-                Ok(0) if self.input.is_empty() => {
-                    return Err(upstream_problem(
-                        "the daemon closed the connection without answering",
-                        answered,
-                    ))
-                }
-                Ok(0) => {
-                    return Err(upstream_problem(
-                        "the daemon closed the connection inside a response head",
-                        answered,
-                    ))
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
-                    return Err(upstream_problem(
-                        &format!(
-                            "the daemon sent a response head over {MAX_RESPONSE_HEAD_BYTES} bytes"
-                        ),
-                        answered,
-                    ))
-                }
-                Err(e) => {
-                    return Err(upstream_problem(
-                        &format!("reading from the daemon failed: {e}"),
-                        answered,
-                    ))
-                }
-            }
-        }
-    }
-
-    fn fill(&mut self) -> io::Result<usize> {
-        loop {
-            match self.input.fill(&mut &*self.upstream) {
+            match self.input.fill(&mut &*upstream) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 other => return other,
             }
         }
     }
 
+    /// Relays what is buffered of the response to the oldest outstanding
+    /// request (`head_request` for HEAD, whose response has no body).
+    /// Returns how the response ended, or `None` if more input is needed.
+    pub fn advance(
+        &mut self,
+        head_request: bool,
+        client: &UnixStream,
+    ) -> Result<Option<Relayed>, RelayError> {
+        loop {
+            let Some(body) = &mut self.body else {
+                if !self.relay_head(head_request, client)? {
+                    return Ok(None);
+                }
+                continue;
+            };
+            if body.is_done() {
+                return Ok(Some(self.finish()));
+            }
+            if self.input.is_empty() {
+                return Ok(None);
+            }
+            let answered = self.answered;
+            let n = body
+                .advance(self.input.data())
+                .map_err(|e| framing_problem(&e, answered))?;
+            self.write_client(client, n)?;
+        }
+    }
+
+    /// The daemon closed its side. A body delimited by closing is complete
+    /// now; anything else was cut short.
+    pub fn end_of_input(&mut self) -> Result<Relayed, RelayError> {
+        if self.body == Some(Body::UntilClose) {
+            return Ok(self.finish());
+        }
+        let problem = if self.answered {
+            "the daemon closed the connection in the middle of a response"
+        } else {
+            "the daemon closed the connection without answering"
+        };
+        Err(upstream_problem(problem, self.answered))
+    }
+
+    /// Relays one response head, with whatever of the body came with it, in
+    /// one write. Returns false if the head is not complete yet.
+    fn relay_head(&mut self, head_request: bool, client: &UnixStream) -> Result<bool, RelayError> {
+        if self.input.is_empty() {
+            return Ok(false);
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        let head_len = match response.parse(self.input.data()) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if self.input.data().len() >= MAX_RESPONSE_HEAD_BYTES => {
+                return Err(upstream_problem(
+                    &format!(
+                        "the daemon sent a response head over {MAX_RESPONSE_HEAD_BYTES} bytes"
+                    ),
+                    self.answered,
+                ))
+            }
+            Ok(httparse::Status::Partial) => return Ok(false),
+            Err(e) => {
+                return Err(upstream_problem(
+                    &format!("the daemon sent an invalid response head ({e})"),
+                    self.answered,
+                ))
+            }
+        };
+        let status = response.code.unwrap_or(0);
+        if status == 101 {
+            // The proxy never forwards Upgrade; a switch it did not ask for
+            // would turn the connection into an unchecked tunnel.
+            return Err(upstream_problem(
+                "the daemon switched protocols unasked",
+                self.answered,
+            ));
+        }
+        let mut body = Body::of_response(status, response.headers, head_request)
+            .map_err(|e| framing_problem(&e, self.answered))?;
+        let close = closes_after(response.version, response.headers) || body == Body::UntilClose;
+
+        if (100..200).contains(&status) {
+            // An interim response: relay it and wait for the final one.
+            self.write_client(client, head_len)?;
+            return Ok(true);
+        }
+        let with_head = body
+            .advance(&self.input.data()[head_len..])
+            .map_err(|e| framing_problem(&e, self.answered))?;
+        self.write_client(client, head_len + with_head)?;
+        self.body = Some(body);
+        self.close = close;
+        Ok(true)
+    }
+
+    fn finish(&mut self) -> Relayed {
+        self.body = None;
+        self.answered = false;
+        if std::mem::take(&mut self.close) {
+            Relayed::Close
+        } else {
+            Relayed::KeepAlive
+        }
+    }
+
     /// Writes the first `n` buffered bytes to the client and consumes them.
-    fn write_client(&mut self, n: usize) -> Result<(), RelayError> {
-        (&*self.client)
+    fn write_client(&mut self, client: &UnixStream, n: usize) -> Result<(), RelayError> {
+        if n == 0 {
+            return Ok(());
+        }
+        (&*client)
             .write_all(&self.input.data()[..n])
             .map_err(RelayError::Client)?;
+        self.answered = true;
         self.written += n as u64;
         self.input.consume(n);
         Ok(())
@@ -282,25 +281,48 @@ mod tests {
     use std::io::Read;
     use std::thread;
 
-    /// Runs `relay_one` over a daemon that sends `response`, returning what the
-    /// client received and the result.
-    fn relay(
+    /// Relays one response from a daemon that sends `response` in pieces of
+    /// `piece` bytes, then closes; returns what the client received and how
+    /// the response ended.
+    fn relay_in_pieces(
         response: &'static [u8],
         head_request: bool,
+        piece: usize,
     ) -> (Vec<u8>, Result<Relayed, RelayError>) {
         let (daemon, upstream) = UnixStream::pair().unwrap();
         let (client, client_peer) = UnixStream::pair().unwrap();
         let writer = thread::spawn(move || {
             let mut daemon = daemon;
-            daemon.write_all(response).unwrap();
+            for chunk in response.chunks(piece) {
+                daemon.write_all(chunk).unwrap();
+                thread::sleep(std::time::Duration::from_millis(1));
+            }
         });
-        let mut relay = Relay::new(Arc::new(upstream), Arc::new(client));
-        let result = relay.relay_one(head_request);
+        let mut responses = Responses::default();
+        let result = loop {
+            match responses.advance(head_request, &client) {
+                Ok(Some(done)) => break Ok(done),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            match responses.fill(&upstream) {
+                Ok(0) => break responses.end_of_input(),
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        };
         writer.join().unwrap();
-        drop(relay);
+        drop(client);
         let mut received = Vec::new();
         (&client_peer).read_to_end(&mut received).unwrap();
         (received, result)
+    }
+
+    fn relay(
+        response: &'static [u8],
+        head_request: bool,
+    ) -> (Vec<u8>, Result<Relayed, RelayError>) {
+        relay_in_pieces(response, head_request, usize::MAX)
     }
 
     #[test]
@@ -313,6 +335,14 @@ mod tests {
             received,
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok"
         );
+        assert_eq!(result.unwrap(), Relayed::KeepAlive);
+    }
+
+    #[test]
+    fn response_split_into_single_bytes_is_relayed_whole() {
+        let sent = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        let (received, result) = relay_in_pieces(sent, false, 1);
+        assert_eq!(received, sent);
         assert_eq!(result.unwrap(), Relayed::KeepAlive);
     }
 
@@ -344,6 +374,13 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
             false,
         );
+        assert_eq!(result.unwrap(), Relayed::Close);
+    }
+
+    #[test]
+    fn body_until_close_ends_at_the_daemons_close() {
+        let (received, result) = relay(b"HTTP/1.0 200 OK\r\n\r\nstream", false);
+        assert_eq!(received, b"HTTP/1.0 200 OK\r\n\r\nstream");
         assert_eq!(result.unwrap(), Relayed::Close);
     }
 

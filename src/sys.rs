@@ -163,6 +163,76 @@ pub fn wait_for_hangup(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Res
     }
 }
 
+/// What `poll(2)` reported for one socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// There is input, or end of input, to read.
+    pub readable: bool,
+    /// Both directions are shut: the peer is gone (or this side was shut).
+    pub hung_up: bool,
+}
+
+/// Waits until one of up to two sockets is ready or `timeout` passes (`None`
+/// waits forever). For each socket, `true` asks for input; a hang-up is
+/// always reported. A socket that is not asked for input is only watched
+/// for hang-up, so that a client that half-closed does not wake the loop
+/// again and again with its end of input.
+pub fn poll_two(
+    first: (BorrowedFd<'_>, bool),
+    second: Option<(BorrowedFd<'_>, bool)>,
+    timeout: Option<Duration>,
+) -> io::Result<[Ready; 2]> {
+    let entry = |(fd, read): (BorrowedFd<'_>, bool)| libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: if read { libc::POLLIN } else { 0 },
+        revents: 0,
+    };
+    let mut entries = [entry(first), second.map_or(entry(first), entry)];
+    let count: libc::nfds_t = if second.is_some() { 2 } else { 1 };
+    // Round up, so that a deadline 0.3 ms away does not become a busy loop.
+    let timeout_ms = timeout.map_or(-1, |t| {
+        i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+    });
+    loop {
+        // SAFETY: `entries` holds at least `count` valid, initialised pollfds
+        // and outlives the call; the descriptors are borrowed, so they stay
+        // open for its duration.
+        let ready = unsafe { libc::poll(entries.as_mut_ptr(), count, timeout_ms) };
+        if ready >= 0 {
+            break;
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+    let hung_up = libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
+    let report = |e: &libc::pollfd| Ready {
+        readable: e.revents & libc::POLLIN != 0,
+        hung_up: e.revents & hung_up != 0,
+    };
+    let mut result = [report(&entries[0]), Ready::default()];
+    if second.is_some() {
+        result[1] = report(&entries[1]);
+    }
+    Ok(result)
+}
+
+/// Puts the calling thread, and the threads it creates from now on, in the
+/// `SCHED_BATCH` scheduling class. A relay thread that is woken for every
+/// request is then not preempted as eagerly, which measured about a quarter
+/// fewer context switches per keep-alive request (PERF-NOTES.md). No
+/// privilege is needed to choose it.
+pub fn use_batch_scheduling() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param for the duration of the call;
+    // pid 0 means the calling thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &raw const param) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Raises the soft limit on open files to the hard limit and returns the new
 /// soft limit. Each client connection holds two descriptors (client and
 /// daemon), so the common default of 1024 would cap the proxy below its
@@ -194,6 +264,7 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::net::Shutdown;
     use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
@@ -208,6 +279,24 @@ mod tests {
         assert!(!wait_for_hangup(ours.as_fd(), short).unwrap());
         drop(theirs);
         assert!(wait_for_hangup(ours.as_fd(), None).unwrap());
+    }
+
+    #[test]
+    fn poll_two_reports_input_and_hangup_per_socket() {
+        let (a, a_peer) = UnixStream::pair().unwrap();
+        let (b, b_peer) = UnixStream::pair().unwrap();
+        let short = Some(Duration::from_millis(10));
+        let idle = poll_two((a.as_fd(), true), Some((b.as_fd(), true)), short).unwrap();
+        assert_eq!(idle, [Ready::default(); 2]);
+        (&b_peer).write_all(b"x").unwrap();
+        let ready = poll_two((a.as_fd(), true), Some((b.as_fd(), true)), short).unwrap();
+        assert!(!ready[0].readable && ready[1].readable);
+        // Not asked for input: buffered input does not wake the poll.
+        let quiet = poll_two((b.as_fd(), false), None, short).unwrap();
+        assert!(!quiet[0].readable && !quiet[0].hung_up);
+        drop(a_peer);
+        let gone = poll_two((a.as_fd(), false), None, None).unwrap();
+        assert!(gone[0].hung_up);
     }
 
     #[test]
