@@ -1,0 +1,247 @@
+//! [`Proxy`]: the real `docker-filter` binary, started against a fake
+//! daemon with its log captured to a file, and [`run`] for one-shot
+//! command-line runs.
+
+use std::fs;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{wait_until, Client, FakeDaemon, TempDir, BINARY, DEADLINE};
+
+/// The real `docker-filter` binary, running as a proxy in its own temp dir.
+pub struct Proxy {
+    dir: TempDir,
+    socket: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proxy {
+    /// Starts the proxy in front of `daemon` with `extra` arguments.
+    pub fn start(daemon: &FakeDaemon, extra: &[&str]) -> Proxy {
+        Proxy::start_upstream(daemon.path(), extra)
+    }
+
+    /// Starts the proxy with `--upstream upstream` (which may not exist).
+    pub fn start_upstream(upstream: &Path, extra: &[&str]) -> Proxy {
+        let dir = TempDir::new("prx");
+        let socket = dir.join("safe.sock");
+        Proxy::start_in(dir, &socket, upstream, extra)
+    }
+
+    /// Starts the proxy listening on `socket`; `dir` holds its log.
+    pub fn start_in(dir: TempDir, socket: &Path, upstream: &Path, extra: &[&str]) -> Proxy {
+        let mut args: Vec<String> = vec![
+            "--listen".into(),
+            socket.display().to_string(),
+            "--upstream".into(),
+            upstream.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let mut proxy = Proxy::spawn(dir, socket, &args);
+        proxy.wait_ready();
+        proxy
+    }
+
+    /// Starts the proxy in front of `daemon` with `RUST_LOG` unset, so at
+    /// the default log level.
+    pub fn start_default_log(daemon: &FakeDaemon) -> Proxy {
+        let dir = TempDir::new("prx");
+        let socket = dir.join("safe.sock");
+        let args: Vec<String> = vec![
+            "--listen".into(),
+            socket.display().to_string(),
+            "--upstream".into(),
+            daemon.path().display().to_string(),
+        ];
+        let mut proxy = Proxy::spawn_logging(dir, &socket, &args, None);
+        proxy.wait_ready();
+        proxy
+    }
+
+    /// Spawns the binary with exactly `args` and `RUST_LOG=debug`, without
+    /// waiting for readiness.
+    pub fn spawn(dir: TempDir, socket: &Path, args: &[String]) -> Proxy {
+        Proxy::spawn_logging(dir, socket, args, Some("debug"))
+    }
+
+    fn spawn_logging(
+        dir: TempDir,
+        socket: &Path,
+        args: &[String],
+        rust_log: Option<&str>,
+    ) -> Proxy {
+        let log = dir.join("proxy.log");
+        let stderr = fs::File::create(&log).expect("create log file");
+        let stdout = fs::File::create(dir.join("proxy.out")).expect("create stdout file");
+        let mut command = Command::new(BINARY);
+        match rust_log {
+            Some(level) => command.env("RUST_LOG", level),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let child = command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn docker-filter");
+        Proxy {
+            dir,
+            socket: socket.to_owned(),
+            log,
+            child: Some(child),
+        }
+    }
+
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child_mut().try_wait().expect("try_wait") {
+                panic!(
+                    "docker-filter exited before it was ready ({status}); log:\n{}",
+                    self.logs()
+                );
+            }
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "docker-filter not ready after {DEADLINE:?}; log:\n{}",
+                self.logs()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("child already reaped")
+    }
+
+    /// The safe socket the proxy listens on.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The proxy's temp dir.
+    pub fn dir(&self) -> &TempDir {
+        &self.dir
+    }
+
+    /// A new client connection to the safe socket.
+    pub fn connect(&self) -> Client {
+        Client::connect(&self.socket)
+    }
+
+    /// Connects, sends `raw`, and reads until the proxy closes.
+    pub fn exchange(&self, raw: &[u8]) -> Vec<u8> {
+        let mut client = self.connect();
+        client.send(raw);
+        client.read_to_close()
+    }
+
+    /// Everything the proxy wrote to stderr so far.
+    pub fn logs(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log holds `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        wait_until(DEADLINE, || self.logs().contains(needle))
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("child already reaped").id()
+    }
+
+    /// Sends a signal (`TERM`, `INT`, ...) with the `kill` command.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed: {status}");
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child_mut().try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What one run of the binary printed, and how it ended.
+pub struct Run {
+    /// The exit status.
+    pub status: ExitStatus,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// The exit code (`None` if killed by a signal).
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// Runs the binary with `args` (`RUST_LOG` unset) and waits for it to exit;
+/// panics if it is still running after [`DEADLINE`].
+pub fn run(args: &[&str]) -> Run {
+    let dir = TempDir::new("run");
+    let out_path = dir.join("stdout");
+    let err_path = dir.join("stderr");
+    let mut child = Command::new(BINARY)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).expect("stdout file"))
+        .stderr(fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn docker-filter");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "docker-filter {args:?} still running after {DEADLINE:?}; stderr:\n{}",
+                fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Run {
+        status,
+        stdout: fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
