@@ -28,7 +28,9 @@ pub fn run(
                 rule.line
             )?;
         }
-        writeln!(out, "{source}: {} rules, valid", whitelist.rules().len())?;
+        let count = whitelist.rules().len();
+        let plural = if count == 1 { "" } else { "s" };
+        writeln!(out, "{source}: {count} rule{plural}, valid")?;
         return Ok(true);
     }
 

@@ -1,6 +1,6 @@
 //! The command line, parsed into a [`Command`] with typed values.
 //!
-//! Hand-written rather than a dependency: four subcommands and nine flags.
+//! Hand-written rather than a dependency: four subcommands and a dozen flags.
 //! Every mistake is a [`UsageError`] with one line that names the flag and
 //! what it wants; `main.rs` exits with status 2 for it.
 

@@ -6,7 +6,7 @@
 //! client's next heads while a response is still coming, notice at once
 //! when the client goes away in the middle of a stream, and apply the idle
 //! limit only when nothing is outstanding. A refusal is held until the
-//! answers to the requests before it are delivered (POLICY.md rules 2 and
+//! answers to the requests before it are delivered (docs/POLICY.md rules 2 and
 //! 9). The daemon connection is opened at the first allowed request: a
 //! connection whose requests are all refused never touches the daemon.
 

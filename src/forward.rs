@@ -1,6 +1,6 @@
 //! The request head the daemon receives, written by the proxy.
 //!
-//! POLICY.md rule 2: no byte of the client's head is copied. The proxy writes
+//! docs/POLICY.md rule 2: no byte of the client's head is copied. The proxy writes
 //! the method, the canonical path, the raw query it checked, the version,
 //! `Host`, the few headers a read-only client needs and, when the client is
 //! done after this request, `Connection: close`. Lines end in CRLF.

@@ -2,7 +2,7 @@
 //!
 //! The reader keeps whatever the client sent after a head: with keep-alive
 //! and pipelining that is the next head, and it will be checked in its turn
-//! (POLICY.md rule 2). Nothing after a head is ever a body, because bodies
+//! (docs/POLICY.md rule 2). Nothing after a head is ever a body, because bodies
 //! are refused. The buffer starts small and grows only up to
 //! [`MAX_HEAD_BYTES`], so an idle connection holds little memory.
 

@@ -100,7 +100,8 @@ fn load_whitelist(source: &WhitelistSource) -> Result<Whitelist, i32> {
         WhitelistSource::File(path) => Whitelist::load(path),
     };
     loaded.map_err(|e| {
-        eprintln!("docker-filter: {e}");
+        // `FILE:LINE: what is wrong`, as editors and CI logs expect.
+        eprintln!("{e}");
         EXIT_USAGE
     })
 }

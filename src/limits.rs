@@ -1,4 +1,4 @@
-//! Fixed limits on what a client can make the proxy hold (POLICY.md rule 8).
+//! Fixed limits on what a client can make the proxy hold (docs/POLICY.md rule 8).
 //!
 //! Limits that operators tune (timeouts, connection cap) are flags, in
 //! `config.rs`; these are properties of the protocol that no Docker client

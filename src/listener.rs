@@ -1,4 +1,4 @@
-//! Accepting clients: one thread per connection, a cap on how many, and an
+//! Accepting clients: one pooled thread per connection, a cap on how many, and an
 //! orderly shutdown on SIGINT or SIGTERM.
 
 use std::collections::HashMap;
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 
 use crate::connection::{self, Context};
+use crate::decisions::{self, Caller};
 use crate::denial::{Denial, Reason};
 use crate::notify;
 use crate::pool::Pool;
@@ -155,11 +156,7 @@ fn refuse_at_limit(client: &UnixStream, stats: &Stats, max_connections: usize) {
         format!("the proxy is serving its maximum of {max_connections} connections; retry later"),
     );
     stats.count_denial(denial.reason);
-    warn!(
-        "deny conn=- uid=- gid=- pid=- status=503 reason={} method=- path=- detail=\"{}\"",
-        denial.reason.code(),
-        denial.detail
-    );
+    decisions::denied(&Caller::unserved(), &denial);
     if client.set_nonblocking(true).is_ok() {
         let _ = (&*client).write_all(&reply::error_response(&denial, false));
         let _ = client.shutdown(Shutdown::Write);

@@ -184,9 +184,15 @@ pub fn render(stats: &Stats, context: &Context) -> String {
         get(&stats.allowed)
     );
     for reason in Reason::ALL {
+        // A 502 is the daemon failing, not the proxy refusing.
+        let decision = if reason == Reason::Upstream {
+            "error"
+        } else {
+            "deny"
+        };
         let _ = writeln!(
             out,
-            "docker_filter_requests_total{{decision=\"deny\",reason=\"{}\"}} {}",
+            "docker_filter_requests_total{{decision=\"{decision}\",reason=\"{}\"}} {}",
             reason.code(),
             get(&stats.denied[reason.index()])
         );

@@ -3,7 +3,7 @@
 //! The docker CLI shows a daemon error as `Error response from daemon: <m>`
 //! only when `Content-Type` is exactly `application/json` and the body is
 //! `{"message": "<m>"}`; anything else becomes an opaque status line. Every
-//! error closes the connection (POLICY.md rule 9), so each reply says
+//! error closes the connection (docs/POLICY.md rule 9), so each reply says
 //! `Connection: close`.
 
 use std::io::{self, Write};

@@ -1,5 +1,5 @@
 //! One request head, parsed with httparse and checked into a typed
-//! [`Request`] (POLICY.md rules 1, 3, 4 and 7).
+//! [`Request`] (docs/POLICY.md rules 1, 3, 4 and 7).
 //!
 //! The checks run in a fixed order: syntax, method, body, protocol switch,
 //! headers, target. The method comes before the body so that `docker run`,
@@ -202,7 +202,7 @@ impl<'h> Headers<'h> {
     }
 }
 
-/// POLICY.md rule 3: no request body of any kind. Go's server reads a body on
+/// docs/POLICY.md rule 3: no request body of any kind. Go's server reads a body on
 /// a GET when the head announces one, and a body is where a second request
 /// can hide.
 fn check_no_body(lines: &[httparse::Header<'_>]) -> Result<(), Denial> {
@@ -236,7 +236,7 @@ fn check_no_body(lines: &[httparse::Header<'_>]) -> Result<(), Denial> {
     }
 }
 
-/// POLICY.md rule 4: no protocol switch. Returns whether the client asked to
+/// docs/POLICY.md rule 4: no protocol switch. Returns whether the client asked to
 /// close the connection.
 fn check_connection(lines: &[httparse::Header<'_>]) -> Result<bool, Denial> {
     let mut close = false;
@@ -270,7 +270,7 @@ fn check_connection(lines: &[httparse::Header<'_>]) -> Result<bool, Denial> {
     Ok(close)
 }
 
-/// POLICY.md rule 7: a value is printable ASCII or tab. httparse already
+/// docs/POLICY.md rule 7: a value is printable ASCII or tab. httparse already
 /// refuses control bytes; this also refuses bytes from 0x80 up.
 fn header_value<'h>(line: &httparse::Header<'h>) -> Result<&'h str, Denial> {
     let printable = line

@@ -67,9 +67,14 @@ impl Stats {
         Stats::bump(&self.denied[reason.index()]);
     }
 
-    /// All refusals together.
+    /// All refusals together; a 502 is a failure of the daemon, counted in
+    /// `upstream_errors`, not a refusal.
     pub fn denied_total(&self) -> u64 {
-        self.denied.iter().map(Stats::get).sum()
+        Reason::ALL
+            .iter()
+            .filter(|&&r| r != Reason::Upstream)
+            .map(|r| Stats::get(&self.denied[r.index()]))
+            .sum()
     }
 
     /// The totals as `key=value` text, for the shutdown line.

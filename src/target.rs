@@ -1,4 +1,4 @@
-//! The request target, reduced to one canonical path (POLICY.md rule 5).
+//! The request target, reduced to one canonical path (docs/POLICY.md rule 5).
 //!
 //! dockerd percent-decodes the path before routing, so `/containers/x/%65xport`
 //! reaches the export handler, and gorilla/mux then cleans `.`, `..` and `//`.

@@ -1,4 +1,4 @@
-//! The whitelist: which decoded paths may be read (POLICY.md rule 6).
+//! The whitelist: which decoded paths may be read (docs/POLICY.md rule 6).
 //!
 //! One regular expression per line, `#` comments and blank lines ignored, the
 //! format of the original HAProxy docker-filter's `url-whitelist.lst`, whose
@@ -183,15 +183,20 @@ impl Whitelist {
         self.set.matches(path).iter().next().map(|i| &self.rules[i])
     }
 
-    /// Rules that would let through an endpoint from POLICY.md's dangerous
+    /// Rules that would let through an endpoint from docs/POLICY.md's dangerous
     /// table, each with the endpoint and what it exposes.
     pub fn dangerous_rules(&self) -> Vec<(&Rule, &'static str, &'static str)> {
         let mut found = Vec::new();
         for rule in &self.rules {
             let regex = Regex::new(&anchored(&rule.pattern)).expect("checked when loaded");
             for &(path, why) in DANGEROUS {
-                let versioned = format!("/v1.41{path}");
-                if regex.is_match(path) || regex.is_match(&versioned) {
+                // Sample ids of each shape a rule may expect: letters and
+                // digits, digits only, a name with a dash.
+                let matches = ["abc123", "123456", "web-1"].iter().any(|id| {
+                    let sample = path.replace("abc123", id);
+                    regex.is_match(&sample) || regex.is_match(&format!("/v1.41{sample}"))
+                });
+                if matches {
                     found.push((rule, path, why));
                 }
             }
@@ -200,7 +205,7 @@ impl Whitelist {
     }
 }
 
-/// Sample paths for each entry of POLICY.md's dangerous table.
+/// Sample paths for each entry of docs/POLICY.md's dangerous table.
 const DANGEROUS: &[(&str, &str)] = &[
     (
         "/containers/abc123/archive",
@@ -214,7 +219,7 @@ const DANGEROUS: &[(&str, &str)] = &[
     ("/images/abc123/get", "exports whole images"),
     (
         "/containers/abc123/attach/ws",
-        "websocket attach with a writable stdin",
+        "opens a websocket attach with a writable stdin",
     ),
     (
         "/containers/abc123/changes",
@@ -324,6 +329,27 @@ mod tests {
     fn empty_whitelist_is_an_error() {
         let error = Whitelist::parse("e.lst", "# only comments\n\n").unwrap_err();
         assert!(error.to_string().starts_with("e.lst: no rules"));
+    }
+
+    #[test]
+    fn dangerous_rules_are_found_whatever_id_shape_they_expect() {
+        let list = Whitelist::parse(
+            "t",
+            "/containers/[0-9]+/archive\n/containers/[a-z-]+[0-9]/export\n",
+        )
+        .unwrap();
+        let found: Vec<_> = list
+            .dangerous_rules()
+            .iter()
+            .map(|(r, p, _)| (r.line, *p))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (1, "/containers/abc123/archive"),
+                (2, "/containers/abc123/export")
+            ]
+        );
     }
 
     #[test]
