@@ -17,8 +17,10 @@
     reason = "each test file uses its own part of the harness"
 )]
 
+mod audit;
 mod client;
 mod daemon;
+mod procfs;
 mod proxy;
 
 use std::fmt::Write as _;
@@ -28,8 +30,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use audit::{audit_daemon, forwarded_head_problem};
 pub use client::{json_message, Client, ReadError, Response};
 pub use daemon::{default_reply, FakeDaemon, Reply, SeenRequest};
+pub use procfs::{settled_usage, wait_back_to, Usage};
 pub use proxy::{run, Proxy, Run};
 
 /// How long any single wait may take before the test gives up.

@@ -97,6 +97,46 @@ impl Proxy {
         }
     }
 
+    /// Starts the proxy through `wrapper`, a command that runs the binary
+    /// given as its last argument (such as `setpriv --reuid=65534 ...`,
+    /// which executes it in place, so that [`Proxy::pid`] is the proxy's),
+    /// listening on `socket` in `dir`, with `RUST_LOG=debug`, and waits
+    /// until it accepts connections.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        dir: TempDir,
+        socket: &Path,
+        upstream: &Path,
+        extra: &[&str],
+    ) -> Proxy {
+        let (program, wrapper_args) = wrapper.split_first().expect("a wrapper command");
+        let log = dir.join("proxy.log");
+        let stderr = fs::File::create(&log).expect("create log file");
+        let stdout = fs::File::create(dir.join("proxy.out")).expect("create stdout file");
+        let child = Command::new(program)
+            .args(wrapper_args)
+            .arg(BINARY)
+            .arg("--listen")
+            .arg(socket)
+            .arg("--upstream")
+            .arg(upstream)
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        let mut proxy = Proxy {
+            dir,
+            socket: socket.to_owned(),
+            log,
+            child: Some(child),
+        };
+        proxy.wait_ready();
+        proxy
+    }
+
     fn wait_ready(&mut self) {
         let start = Instant::now();
         loop {
