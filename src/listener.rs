@@ -163,18 +163,24 @@ fn refuse_at_limit(client: &UnixStream, stats: &Stats, max_connections: usize) {
     }
 }
 
-/// On SIGINT or SIGTERM, sets `stop` and wakes the accept loop with a
-/// connection of its own.
+/// On SIGINT or SIGTERM, sets `stop` and wakes the accept loop.
+///
+/// A socket of our own is shut down, which ends a blocked `accept` even if
+/// its file was removed meanwhile. A socket passed by systemd must stay
+/// usable for the next activation, so the loop is woken with a connection
+/// to it instead.
 fn install_signal_handler(stop: &Arc<AtomicBool>, socket: &SafeSocket) -> io::Result<()> {
     let stop = Arc::clone(stop);
     let path = socket.path().to_owned();
+    let inherited = socket.is_inherited();
     let listener = socket.listener.try_clone()?;
     ctrlc::set_handler(move || {
         stop.store(true, Ordering::Release);
-        if UnixStream::connect(&path).is_err() {
-            // The file is gone (removed by hand): fall back to making
-            // accept fail by putting the listener in non-blocking mode.
-            let _ = listener.set_nonblocking(true);
+        if inherited {
+            let _ = UnixStream::connect(&path);
+        } else if let Err(e) = sys::shut_down_listener(&listener) {
+            warn!("cannot stop accepting on the safe socket: {e}");
+            let _ = UnixStream::connect(&path);
         }
     })
     .map_err(io::Error::other)

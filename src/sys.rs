@@ -224,10 +224,34 @@ pub fn poll_two(
 /// fewer context switches per keep-alive request (PERF-NOTES.md). No
 /// privilege is needed to choose it.
 pub fn use_batch_scheduling() -> io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` is a valid sched_param for the duration of the call;
+    // SAFETY: sched_param is a plain C struct of integers (musl's has more
+    // fields than glibc's), for which all zeroes is a valid value: priority 0,
+    // the only one SCHED_BATCH takes.
+    let param: libc::sched_param = unsafe { std::mem::zeroed() };
+    // The system call itself, not the libc wrapper: musl's wrapper is a stub
+    // that always fails with ENOSYS. SAFETY: `param` outlives the call and
     // pid 0 means the calling thread.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &raw const param) } != 0 {
+    let status = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setscheduler,
+            0,
+            libc::SCHED_BATCH,
+            &raw const param,
+        )
+    };
+    if status != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Shuts a listening socket down, which makes an `accept` blocked on it
+/// return (with `EINVAL`) and refuses new connections. Used at shutdown for
+/// a socket this process owns; std has no way to interrupt `accept`.
+pub fn shut_down_listener(listener: &UnixListener) -> io::Result<()> {
+    // SAFETY: the descriptor is borrowed from a live listener, so it is open
+    // for the duration of the call; shutdown only changes socket state.
+    if unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

@@ -387,6 +387,8 @@ mod tests {
             "/images/localhost:5000/team/app:1.2/history",
             "/images/redis@sha256:0123456789abcdef/json",
             "/images/sha256:0123456789abcdef/json",
+            "/containers/busybox:e2e/json",
+            "/containers/docker.io/library/redis:7/json",
             "/networks",
             "/networks/bridge",
             "/volumes",
