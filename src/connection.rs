@@ -244,7 +244,10 @@ impl Connection {
             };
             self.first = false;
             if let Some(denial) = self.decide_and_forward(len) {
-                let head_request = self.reader.head(len).starts_with(b"HEAD ");
+                // From the parsed request line, which skips the empty lines
+                // RFC 9112 section 2.2 lets a client send before it.
+                let head_request = request::request_line(self.reader.head(len))
+                    .is_some_and(|(method, _)| method == "HEAD");
                 return self.refuse(&denial, head_request);
             }
             self.reader.consume(len);

@@ -461,6 +461,13 @@ mod tests {
     }
 
     #[test]
+    fn request_line_is_found_after_leading_empty_lines() {
+        let raw = b"\r\nHEAD /containers/x/archive HTTP/1.1\r\nHost: d\r\n\r\n";
+        assert_eq!(request_line(raw), Some(("HEAD", "/containers/x/archive")));
+        assert_eq!(request_line(b"\x01garbage\r\n\r\n"), None);
+    }
+
+    #[test]
     fn http10_needs_no_host_and_always_closes() {
         let request = parse(b"GET /_ping HTTP/1.0\r\n\r\n").unwrap();
         assert_eq!(request.version, Version::Http10);
