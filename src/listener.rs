@@ -2,6 +2,7 @@
 //! orderly shutdown on SIGINT or SIGTERM.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::fd::AsFd;
@@ -59,7 +60,11 @@ pub fn serve(
     grace: Duration,
 ) -> io::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
-    install_signal_handler(&stop, socket)?;
+    let (wake, waker) = sys::wake_pipe()?;
+    install_signal_handler(&stop, waker)?;
+    // Non-blocking, so that a connection that vanished between poll and
+    // accept costs a WouldBlock, not a blocked accept loop.
+    socket.listener.set_nonblocking(true)?;
     let registry = Arc::new(Registry::default());
     let pool = Arc::new(Pool::default());
     let next_id = AtomicU64::new(1);
@@ -68,12 +73,28 @@ pub fn serve(
     if let Err(e) = notify::notify("READY=1") {
         warn!("cannot tell systemd that the proxy is ready (NOTIFY_SOCKET): {e}");
     }
-    for accepted in socket.listener.incoming() {
-        if stop.load(Ordering::Acquire) {
+    loop {
+        // Wait for a client or for the signal handler's byte. The socket
+        // itself is left alone, which matters for one passed by systemd:
+        // it must stay usable for the next activation.
+        let ready = sys::poll_two(
+            (socket.listener.as_fd(), true),
+            Some((wake.as_fd(), true)),
+            None,
+        )?;
+        if stop.load(Ordering::Acquire) || ready[1].readable {
             break;
         }
-        let client = match accepted {
-            Ok(client) => client,
+        let client = match socket.listener.accept() {
+            Ok((client, _)) => client,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
             Err(e) => {
                 // Out of descriptors or memory: wait instead of spinning; the
                 // connections that end will free what is needed.
@@ -163,25 +184,15 @@ fn refuse_at_limit(client: &UnixStream, stats: &Stats, max_connections: usize) {
     }
 }
 
-/// On SIGINT or SIGTERM, sets `stop` and wakes the accept loop.
-///
-/// A socket of our own is shut down, which ends a blocked `accept` even if
-/// its file was removed meanwhile. A socket passed by systemd must stay
-/// usable for the next activation, so the loop is woken with a connection
-/// to it instead.
-fn install_signal_handler(stop: &Arc<AtomicBool>, socket: &SafeSocket) -> io::Result<()> {
+/// On SIGINT, SIGTERM or SIGHUP (ctrlc's `termination` feature), sets `stop`
+/// and writes a byte to `waker` to wake the accept loop. Connecting to the
+/// socket instead would not do: the proxy may lack permission to connect to
+/// a socket systemd created for its clients.
+fn install_signal_handler(stop: &Arc<AtomicBool>, mut waker: File) -> io::Result<()> {
     let stop = Arc::clone(stop);
-    let path = socket.path().to_owned();
-    let inherited = socket.is_inherited();
-    let listener = socket.listener.try_clone()?;
     ctrlc::set_handler(move || {
         stop.store(true, Ordering::Release);
-        if inherited {
-            let _ = UnixStream::connect(&path);
-        } else if let Err(e) = sys::shut_down_listener(&listener) {
-            warn!("cannot stop accepting on the safe socket: {e}");
-            let _ = UnixStream::connect(&path);
-        }
+        let _ = waker.write_all(b"x");
     })
     .map_err(io::Error::other)
 }

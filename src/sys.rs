@@ -2,6 +2,7 @@
 //! module allowed to use `unsafe`; each block says why it is sound.
 #![allow(unsafe_code)]
 
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixListener;
@@ -245,16 +246,18 @@ pub fn use_batch_scheduling() -> io::Result<()> {
     Ok(())
 }
 
-/// Shuts a listening socket down, which makes an `accept` blocked on it
-/// return (with `EINVAL`) and refuses new connections. Used at shutdown for
-/// a socket this process owns; std has no way to interrupt `accept`.
-pub fn shut_down_listener(listener: &UnixListener) -> io::Result<()> {
-    // SAFETY: the descriptor is borrowed from a live listener, so it is open
-    // for the duration of the call; shutdown only changes socket state.
-    if unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) } != 0 {
+/// A pipe for waking a thread blocked in [`poll_two`]: whoever writes a
+/// byte to the second file makes the first readable. Both ends are
+/// close-on-exec and non-blocking, so that a wake-up never blocks the writer.
+pub fn wake_pipe() -> io::Result<(File, File)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by no
+    // one else; each File takes one and closes it when dropped.
+    Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
 }
 
 /// Raises the soft limit on open files to the hard limit and returns the new
@@ -321,6 +324,15 @@ mod tests {
         drop(a_peer);
         let gone = poll_two((a.as_fd(), false), None, None).unwrap();
         assert!(gone[0].hung_up);
+    }
+
+    #[test]
+    fn a_byte_in_the_wake_pipe_wakes_the_poll() {
+        let (wake, mut waker) = wake_pipe().unwrap();
+        let short = Some(Duration::from_millis(10));
+        assert!(!poll_two((wake.as_fd(), true), None, short).unwrap()[0].readable);
+        waker.write_all(b"x").unwrap();
+        assert!(poll_two((wake.as_fd(), true), None, short).unwrap()[0].readable);
     }
 
     #[test]
