@@ -8,6 +8,11 @@
 //! client does (status line, headers, then Content-Length, chunked or
 //! close-delimited body).
 //!
+//! Two more serve the fault, hostile-input and load tests: [`audit_daemon`]
+//! checks that everything a fake daemon received is heads in the one shape
+//! the proxy writes, and [`Usage`] reads a process's threads, descriptors
+//! and resident memory from `/proc`.
+//!
 //! Every wait has a generous deadline: a slow machine makes a test slower,
 //! never red. Nothing here is global, so tests run in parallel.
 
