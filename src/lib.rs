@@ -23,6 +23,7 @@ pub mod head;
 pub mod healthcheck;
 pub mod limits;
 pub mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod policy;

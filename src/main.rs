@@ -1,6 +1,5 @@
 //! The `docker-filter` command: parse the arguments, set up logging, run.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -11,17 +10,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|out, record| {
-            writeln!(
-                out,
-                "{} {:<5} {}",
-                out.timestamp_seconds(),
-                record.level(),
-                record.args()
-            )
-        })
-        .init();
+    docker_filter::logging::init();
     let status = docker_filter::run(command);
     ExitCode::from(u8::try_from(status).unwrap_or(1))
 }

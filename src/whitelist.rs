@@ -10,7 +10,7 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
-use regex::{Regex, RegexSet, RegexSetBuilder};
+use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use crate::limits::{MAX_RULES, MAX_WHITELIST_BYTES};
 
@@ -138,9 +138,7 @@ impl Whitelist {
                 return Err(rule_error(format!("more than {MAX_RULES} rules")));
             }
             // Compiled alone first, so that an error names its line.
-            regex::RegexBuilder::new(&anchored(pattern))
-                .size_limit(RULE_SIZE_LIMIT)
-                .build()
+            compile(pattern)
                 .map_err(|e| rule_error(format!("invalid regular expression: {}", one_line(&e))))?;
             rules.push(Rule {
                 index: rules.len(),
@@ -155,6 +153,7 @@ impl Whitelist {
             });
         }
         let set = RegexSetBuilder::new(rules.iter().map(|r| anchored(&r.pattern)))
+            .unicode(false)
             .size_limit(RULE_SIZE_LIMIT * 16)
             .build()
             .map_err(|e| WhitelistError::File {
@@ -180,7 +179,11 @@ impl Whitelist {
 
     /// The first rule (in file order) that matches the whole of `path`.
     pub fn find(&self, path: &str) -> Option<&Rule> {
-        self.set.matches(path).iter().next().map(|i| &self.rules[i])
+        self.set
+            .matches(path.as_bytes())
+            .iter()
+            .next()
+            .map(|i| &self.rules[i])
     }
 
     /// Rules that would let through an endpoint from docs/POLICY.md's dangerous
@@ -188,13 +191,14 @@ impl Whitelist {
     pub fn dangerous_rules(&self) -> Vec<(&Rule, &'static str, &'static str)> {
         let mut found = Vec::new();
         for rule in &self.rules {
-            let regex = Regex::new(&anchored(&rule.pattern)).expect("checked when loaded");
+            let regex = compile(&rule.pattern).expect("checked when loaded");
             for &(path, why) in DANGEROUS {
                 // Sample ids of each shape a rule may expect: letters and
                 // digits, digits only, a name with a dash.
                 let matches = ["abc123", "123456", "web-1"].iter().any(|id| {
                     let sample = path.replace("abc123", id);
-                    regex.is_match(&sample) || regex.is_match(&format!("/v1.41{sample}"))
+                    regex.is_match(sample.as_bytes())
+                        || regex.is_match(format!("/v1.41{sample}").as_bytes())
                 });
                 if matches {
                     found.push((rule, path, why));
@@ -257,6 +261,18 @@ const DANGEROUS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Compiles one rule in its whole-path form.
+///
+/// Paths are ASCII by the time they are matched (`target.rs` refuses every
+/// other byte), so rules are compiled without Unicode: `\d`, `\w` and `(?i)`
+/// mean their ASCII forms, and the binary carries no Unicode tables.
+fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(&anchored(pattern))
+        .unicode(false)
+        .size_limit(RULE_SIZE_LIMIT)
+        .build()
+}
+
 /// The whole-path form of a rule.
 fn anchored(pattern: &str) -> String {
     format!("^(?:{pattern})$")
@@ -289,6 +305,15 @@ mod tests {
         assert!(list.find("/x/info").is_none());
         assert!(list.find("/containers/abc/json/extra").is_none());
         assert!(list.find("/containers/abc/json").is_some());
+    }
+
+    #[test]
+    fn perl_classes_and_case_folding_have_their_ascii_meaning() {
+        let list = Whitelist::parse("t", "/v\\d+\\.\\d+/info\n(?i)/VERSION\n/\\w+/json\n").unwrap();
+        assert!(list.find("/v1.41/info").is_some());
+        assert!(list.find("/version").is_some());
+        assert!(list.find("/web_1/json").is_some());
+        assert!(list.find("/web-1/json").is_none());
     }
 
     #[test]
