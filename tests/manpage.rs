@@ -7,12 +7,13 @@
 //! Rendering needs `groff` (Debian's groff-base) and `man` (man-db); where
 //! one is missing that check says so and passes, except under `CI=true`.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::{Command, Stdio};
 
+use common::{tool, BINARY};
 use docker_filter::denial::Reason;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_docker-filter");
 const PAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/docker-filter.1");
 
 fn help() -> String {
@@ -331,24 +332,6 @@ fn page_renders_without_warnings() {
             "nothing rendered:\n{stdout}"
         );
     }
-}
-
-/// The path of `name` on PATH, or `None` after saying the check is skipped;
-/// under `CI=true` a missing tool fails the test.
-fn tool(name: &str, package: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|path| path.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but {name} is missing: install Debian's {package} package"
-        );
-        eprintln!("skipped: {name} is not installed (Debian package {package})");
-    }
-    found
 }
 
 #[test]

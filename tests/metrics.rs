@@ -3,27 +3,19 @@
 //! totals. `tests/e2e/metrics_check.py` parses the same text with the real
 //! Prometheus parser (`prometheus_client`), with the Python named by
 //! `DOCKER_FILTER_TEST_PYTHON`.
-//!
-//! Self-contained: a fake daemon, a client and process handling of its own,
-//! std only.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_docker-filter");
+use common::{http, request_once, wait_until, FakeDaemon, Launch, Proxy, Ready, TempDir, DEADLINE};
+
 const CHECKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/metrics_check.py");
-/// Generous: a slow machine makes a test slower, never red.
-const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The whitelist of these tests; rules are on lines 2 to 5. The backslash
 /// in line 3 must be escaped in the rule label.
@@ -58,43 +50,36 @@ fn rules() -> Vec<(usize, &'static str)> {
         .collect()
 }
 
-/// A proxy with `--stats-socket`, after the scenario's requests.
+/// A proxy with `--stats-socket`, after the scenario's requests; its
+/// folder holds the whitelist, the sockets and the log.
 struct Scenario {
-    dir: TempDir,
     daemon: FakeDaemon,
-    proxy: Proc,
+    proxy: Proxy,
     stats: PathBuf,
 }
 
 fn run_scenario(tag: &str) -> Scenario {
-    let dir = TempDir::new(tag);
-    let daemon = FakeDaemon::start(&dir);
-    let whitelist = dir.join("whitelist.lst");
-    fs::write(&whitelist, WHITELIST).unwrap();
+    let dir = TempDir::new(&format!("metrics-{tag}"));
+    let daemon = FakeDaemon::start();
+    let whitelist = dir.write("whitelist.lst", WHITELIST);
     let safe = dir.join("safe.sock");
     let stats = dir.join("metrics.sock");
-    let mut command = Command::new(BINARY);
-    command
-        .arg("--listen")
-        .arg(&safe)
-        .arg("--upstream")
-        .arg(daemon.path())
-        .arg("--whitelist")
-        .arg(&whitelist)
-        .arg("--stats-socket")
-        .arg(&stats)
+    let launch = Launch::listen(&safe, daemon.path(), &[])
+        .args([
+            "--whitelist".as_ref(),
+            whitelist.as_os_str(),
+            "--stats-socket".as_ref(),
+            stats.as_os_str(),
+        ])
         .env("RUST_LOG", "debug")
         .env_remove("LISTEN_PID")
-        .env_remove("NOTIFY_SOCKET");
-    let proxy = Proc::spawn(command, &dir.join("proxy.log"));
-    assert!(
-        wait_until(|| UnixStream::connect(&stats).is_ok()),
-        "no stats socket; log:\n{}",
-        proxy.logs()
-    );
+        .env_remove("NOTIFY_SOCKET")
+        // Not the safe socket: a probe there would be counted.
+        .ready(Ready::Connect(stats.clone()));
+    let proxy = Proxy::launch(dir, &safe, launch);
 
     for (raw, decision) in REQUESTS {
-        let response = exchange(&safe, raw.as_bytes());
+        let response = request_once(&safe, raw.as_bytes());
         let expected = match decision {
             Ok(_) => 200,
             Err("body") => 413,
@@ -109,11 +94,11 @@ fn run_scenario(tag: &str) -> Scenario {
         );
     }
     let allowed = REQUESTS.iter().filter(|(_, d)| d.is_ok()).count();
-    assert_eq!(daemon.seen().len(), allowed, "{:?}", daemon.seen());
+    assert_eq!(daemon.requests().len(), allowed, "{:?}", daemon.requests());
     // The counters of a connection are final once it is no longer active.
     let connections = REQUESTS.len().to_string();
     assert!(
-        wait_until(|| {
+        wait_until(DEADLINE, || {
             let metrics = scrape(&stats);
             metrics
                 .get("docker_filter_connections_active")
@@ -122,10 +107,9 @@ fn run_scenario(tag: &str) -> Scenario {
                 && metrics.get("docker_filter_connections_accepted_total") == Some(&connections)
         }),
         "connections not all counted and closed; last scrape:\n{}",
-        http(&stats, "GET", "/metrics").body
+        http(&stats, "GET", "/metrics").text()
     );
     Scenario {
-        dir,
         daemon,
         proxy,
         stats,
@@ -191,7 +175,6 @@ fn expected_samples() -> Vec<(String, String)> {
 #[test]
 fn metrics_count_what_was_sent_and_match_the_shutdown_line() {
     let Scenario {
-        dir: _dir,
         daemon,
         mut proxy,
         stats,
@@ -230,13 +213,13 @@ fn check_counts(stats: &Path, daemon: &FakeDaemon) -> (BTreeMap<String, String>,
             .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
         "{response:?}"
     );
-    let metrics = parse(&response.body);
+    let body = response.text();
+    let metrics = parse(&body);
     for (sample, value) in expected_samples() {
         assert_eq!(
             metrics.get(&sample),
             Some(&value),
-            "{sample}; metrics:\n{}",
-            response.body
+            "{sample}; metrics:\n{body}"
         );
     }
     // Every reason the scenario did not use is at 0.
@@ -261,14 +244,14 @@ fn check_counts(stats: &Path, daemon: &FakeDaemon) -> (BTreeMap<String, String>,
     assert!(reasons >= 20, "only {reasons} deny reasons exported");
     let to_daemon = number(&metrics, TO_DAEMON);
     let to_clients = number(&metrics, TO_CLIENTS);
-    assert!(to_daemon > 0 && to_clients > 0, "{}", response.body);
+    assert!(to_daemon > 0 && to_clients > 0, "{body}");
     // The request heads the daemon got are what was counted.
-    let heads: usize = daemon.seen().iter().map(|(_, len)| len).sum();
+    let heads: usize = daemon.seen().iter().map(|r| r.head.len()).sum();
     assert_eq!(to_daemon, heads as u64, "bytes_total to_daemon");
 
     // Scraping is not proxy traffic: a second scrape reads the same.
     let again = http(stats, "GET", "/metrics");
-    assert_eq!(parse(&again.body), metrics);
+    assert_eq!(parse(&again.text()), metrics);
     (metrics, response.body.len())
 }
 
@@ -279,7 +262,7 @@ const TO_CLIENTS: &str = "docker_filter_bytes_total{direction=\"to_clients\"}";
 fn check_head_and_other_paths(stats: &Path, length: usize) {
     let head = http(stats, "HEAD", "/metrics");
     assert_eq!(head.status, 200, "{head:?}");
-    assert_eq!(head.body, "", "HEAD has no body");
+    assert_eq!(head.text(), "", "HEAD has no body");
     assert_eq!(
         head.header("content-length"),
         Some(length.to_string().as_str()),
@@ -341,12 +324,12 @@ fn prometheus_client_parses_the_metrics() {
         return;
     };
     let Scenario {
-        dir,
         daemon: _daemon,
         mut proxy,
         stats,
     } = run_scenario("promclient");
-    let body = http(&stats, "GET", "/metrics").body;
+    let body = http(&stats, "GET", "/metrics").text();
+    let dir = proxy.dir();
     let metrics_file = dir.join("metrics.txt");
     fs::write(&metrics_file, &body).unwrap();
 
@@ -514,250 +497,5 @@ fn number(metrics: &BTreeMap<String, String>, sample: &str) -> u64 {
 }
 
 fn scrape(stats: &Path) -> BTreeMap<String, String> {
-    parse(&http(stats, "GET", "/metrics").body)
-}
-
-// ---------------------------------------------------------------------------
-// Harness.
-
-fn unique() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-fn wait_until(mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while !done() {
-        if start.elapsed() > DEADLINE {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    true
-}
-
-/// A private folder, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "df-metrics-{tag}-{}-{}",
-            std::process::id(),
-            unique()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// What the fake daemon answers.
-const BODY: &str = "{\"server\":\"fake-dockerd\"}";
-
-/// A stand-in for dockerd: answers every request head with 200 and a small
-/// JSON body, and records each request line with the length of its head.
-struct FakeDaemon {
-    path: PathBuf,
-    seen: Arc<Mutex<Vec<(String, usize)>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FakeDaemon {
-    fn start(dir: &TempDir) -> FakeDaemon {
-        let path = dir.join("docker.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
-            thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::Acquire) {
-                        break;
-                    }
-                    if let Ok(stream) = stream {
-                        let seen = Arc::clone(&seen);
-                        thread::spawn(move || answer(stream, &seen));
-                    }
-                }
-            })
-        };
-        FakeDaemon {
-            path,
-            seen,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn seen(&self) -> Vec<(String, usize)> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for FakeDaemon {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = UnixStream::connect(&self.path);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn answer(mut stream: UnixStream, seen: &Mutex<Vec<(String, usize)>>) {
-    let _ = stream.set_read_timeout(Some(DEADLINE));
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Some(end) = find(&buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            buf.drain(..end + 4);
-            let line = head.lines().next().unwrap_or_default().to_owned();
-            let body = if line.starts_with("HEAD ") { "" } else { BODY };
-            seen.lock().unwrap().push((line, end + 4));
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nApi-Version: 1.41\r\nContent-Length: {}\r\n\r\n{body}",
-                BODY.len()
-            );
-            if stream.write_all(response.as_bytes()).is_err() {
-                return;
-            }
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Sends `raw` on a new connection and reads until the other side closes.
-fn exchange(socket: &Path, raw: &[u8]) -> Response {
-    let mut stream = UnixStream::connect(socket).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream.write_all(raw).unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).unwrap();
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no complete head in {text:?}"));
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Response {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
-}
-
-fn http(socket: &Path, method: &str, path: &str) -> Response {
-    exchange(
-        socket,
-        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
-    )
-}
-
-/// A child process with its stderr in a file; killed on drop if still
-/// running.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-    status: Option<ExitStatus>,
-}
-
-impl Proc {
-    fn spawn(mut command: Command, log: &Path) -> Proc {
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(log).unwrap())
-            .spawn()
-            .expect("spawn docker-filter");
-        Proc {
-            child,
-            log: log.to_owned(),
-            status: None,
-        }
-    }
-
-    fn logs(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn terminate(&mut self) -> ExitStatus {
-        let sent = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -TERM failed");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                self.status = Some(status);
-                return status;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "still running {DEADLINE:?} after SIGTERM; log:\n{}",
-                self.logs()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.status.is_none() && self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+    parse(&http(stats, "GET", "/metrics").text())
 }

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{find, show, READ_TIMEOUT};
+use super::{find, request, show, READ_TIMEOUT};
 
 /// One HTTP response as the client read it.
 #[derive(Clone, Debug)]
@@ -248,6 +248,20 @@ impl Client {
             .unwrap_or_else(|e| panic!("no complete response: {e:?}"))
     }
 
+    /// Reads one response, then everything until the other side closes,
+    /// which is added to the body (and to `raw`): the answer to a request
+    /// sent with `Connection: close`, with whatever came after it. Panics
+    /// if either takes longer than [`READ_TIMEOUT`].
+    pub fn read_last_response(&mut self, head_only: bool) -> Response {
+        let mut response = self
+            .try_read_response(head_only, READ_TIMEOUT)
+            .unwrap_or_else(|e| panic!("no complete response: {e:?}"));
+        let rest = self.read_to_close();
+        response.body.extend_from_slice(&rest);
+        response.raw.extend_from_slice(&rest);
+        response
+    }
+
     /// Reads one response, or says why it could not.
     pub fn try_read_response(
         &mut self,
@@ -376,4 +390,20 @@ impl Client {
     pub fn buffered(&self) -> &[u8] {
         &self.buf
     }
+}
+
+/// Sends `raw` on a new connection to `socket` (the proxy's, or its stats
+/// socket) and reads the answer until the other side closes, as
+/// [`Client::read_last_response`] does: an answer without a body if `raw`
+/// is a HEAD request.
+pub fn request_once(socket: &Path, raw: &[u8]) -> Response {
+    let mut client = Client::connect(socket);
+    client.send(raw);
+    client.read_last_response(raw.starts_with(b"HEAD "))
+}
+
+/// `method target` with a Host header and `Connection: close`, sent with
+/// [`request_once`].
+pub fn http(socket: &Path, method: &str, target: &str) -> Response {
+    request_once(socket, &request(method, target, "Connection: close\r\n"))
 }

@@ -97,6 +97,22 @@ pub enum Reply {
     Close,
 }
 
+impl Reply {
+    /// `200 OK` with `body` as `application/json` and its Content-Length
+    /// (no body for HEAD), then go on reading, as [`Reply::Raw`] does.
+    pub fn json(req: &SeenRequest, body: &str) -> Reply {
+        let mut out = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nApi-Version: 1.41\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        if req.method != "HEAD" {
+            out.push_str(body);
+        }
+        Reply::Raw(out.into_bytes())
+    }
+}
+
 /// The default policy: `/events` streams, everything else is [`Reply::Ok`].
 pub fn default_reply(req: &SeenRequest) -> Reply {
     if req.target.contains("/events") {

@@ -1,4 +1,5 @@
-//! Harness shared by the black-box tests in `tests/proxy_*.rs`.
+//! Harness shared by the black-box tests in `tests/proxy_*.rs` and the
+//! others (metrics, peer credentials, systemd, man page...).
 //!
 //! It has four parts: [`TempDir`], a private folder per test; [`FakeDaemon`],
 //! a stand-in for dockerd on a unix socket that records every byte the proxy
@@ -36,10 +37,10 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use audit::{audit_daemon, forwarded_head_problem};
-pub use client::{json_message, Client, ReadError, Response};
+pub use client::{http, json_message, request_once, Client, ReadError, Response};
 pub use daemon::{default_reply, FakeDaemon, Reply, SeenRequest};
 pub use procfs::{settled_usage, wait_back_to, Usage};
-pub use proxy::{run, Proxy, Run};
+pub use proxy::{run, Launch, Proxy, Ready, Run};
 
 /// How long any single wait may take before the test gives up.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -71,6 +72,25 @@ pub fn seed_whitelist() -> Option<String> {
     );
     eprintln!("skipped: the original whitelist is not at {path}");
     None
+}
+
+/// The path of `name` on PATH, or `None` after saying that the test (or
+/// check) that needs it is skipped; under `CI=true` a missing tool is a
+/// failure. `package` is the Debian package that provides it.
+pub fn tool(name: &str, package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but {name} is missing: install Debian's {package} package"
+        );
+        eprintln!("skipped: {name} is not installed (Debian package {package})");
+    }
+    found
 }
 
 /// The path of the binary under test.

@@ -1,7 +1,9 @@
 //! [`Proxy`]: the real `docker-filter` binary, started against a fake
-//! daemon with its log captured to a file, and [`run`] for one-shot
-//! command-line runs.
+//! daemon with its log captured to a file (or, through [`Launch`], with
+//! any arguments, environment and wrapper command), and [`run`] for
+//! one-shot command-line runs.
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -137,21 +139,87 @@ impl Proxy {
         proxy
     }
 
+    /// Starts what `launch` describes, with its log in `dir`, and waits
+    /// until it is ready as [`Launch::ready`] says. `socket` is the safe
+    /// socket that [`Proxy::connect`] uses.
+    pub fn launch(dir: TempDir, socket: &Path, launch: Launch) -> Proxy {
+        let Launch {
+            wrapper,
+            args,
+            env,
+            ready,
+        } = launch;
+        let log = dir.join("proxy.log");
+        let stderr = fs::File::create(&log).expect("create log file");
+        let stdout = fs::File::create(dir.join("proxy.out")).expect("create stdout file");
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(BINARY);
+                command
+            }
+            None => Command::new(BINARY),
+        };
+        command.args(&args);
+        for (key, value) in &env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", command.get_program()));
+        let mut proxy = Proxy {
+            dir,
+            socket: socket.to_owned(),
+            log,
+            child: Some(child),
+        };
+        match ready {
+            Ready::Now => {}
+            Ready::Connect(path) => {
+                let note = format!(": {} accepts no connection", path.display());
+                proxy.wait_ready_by(&note, || UnixStream::connect(&path).is_ok());
+            }
+            Ready::Log(needle) => {
+                let note = format!(": no {needle:?} in the log");
+                let log = proxy.log.clone();
+                proxy.wait_ready_by(&note, || {
+                    fs::read_to_string(&log).is_ok_and(|text| text.contains(needle.as_str()))
+                });
+            }
+        }
+        proxy
+    }
+
+    /// Waits until the safe socket accepts a connection.
     fn wait_ready(&mut self) {
+        let socket = self.socket.clone();
+        self.wait_ready_by("", || UnixStream::connect(&socket).is_ok());
+    }
+
+    /// Polls `ready` until it holds; panics, with `note` (empty, or what it
+    /// waited for) in the message, if the process exits first or
+    /// [`DEADLINE`] passes.
+    fn wait_ready_by(&mut self, note: &str, mut ready: impl FnMut() -> bool) {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child_mut().try_wait().expect("try_wait") {
                 panic!(
-                    "docker-filter exited before it was ready ({status}); log:\n{}",
+                    "docker-filter exited before it was ready ({status}){note}; log:\n{}",
                     self.logs()
                 );
             }
-            if UnixStream::connect(&self.socket).is_ok() {
+            if ready() {
                 return;
             }
             assert!(
                 start.elapsed() < DEADLINE,
-                "docker-filter not ready after {DEADLINE:?}; log:\n{}",
+                "docker-filter not ready after {DEADLINE:?}{note}; log:\n{}",
                 self.logs()
             );
             thread::sleep(Duration::from_millis(10));
@@ -222,6 +290,23 @@ impl Proxy {
             thread::sleep(Duration::from_millis(10));
         }
     }
+
+    /// Waits for the process to exit and returns how it ended; panics,
+    /// with the log, if it is still running after [`DEADLINE`].
+    pub fn wait(&mut self) -> ExitStatus {
+        self.wait_exit(DEADLINE).unwrap_or_else(|| {
+            panic!(
+                "still running {DEADLINE:?} after the signal; log:\n{}",
+                self.logs()
+            )
+        })
+    }
+
+    /// Sends SIGTERM and waits for the exit, as [`Proxy::wait`] does.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait()
+    }
 }
 
 impl Drop for Proxy {
@@ -230,6 +315,99 @@ impl Drop for Proxy {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// When [`Proxy::launch`] counts the process as started.
+pub enum Ready {
+    /// At once: the test waits in its own way.
+    Now,
+    /// When this socket accepts a connection. Not the proxy's safe socket
+    /// where its connections are counted: the probe would be one of them.
+    Connect(PathBuf),
+    /// When the log holds this text (such as `listening on`).
+    Log(String),
+}
+
+/// A start of the binary that [`Proxy::start`] does not cover: exactly
+/// the given arguments (no `--listen` or `--upstream` is added), the
+/// environment set or removed variable by variable (the rest, `RUST_LOG`
+/// included, is the test's), an optional wrapper command that runs the
+/// binary given as its next argument (such as `systemd-socket-activate`,
+/// which executes it in place, so that [`Proxy::pid`] is the proxy's), and
+/// a readiness check of the test's choosing.
+pub struct Launch {
+    wrapper: Vec<OsString>,
+    args: Vec<OsString>,
+    env: Vec<(OsString, Option<OsString>)>,
+    ready: Ready,
+}
+
+impl Launch {
+    /// The binary with `args`, ready at once, environment untouched.
+    pub fn new<I, S>(args: I) -> Launch
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Launch {
+            wrapper: Vec::new(),
+            args: args.into_iter().map(|a| a.as_ref().to_owned()).collect(),
+            env: Vec::new(),
+            ready: Ready::Now,
+        }
+    }
+
+    /// The binary with `--listen socket --upstream upstream` and `extra`.
+    pub fn listen(socket: &Path, upstream: &Path, extra: &[&str]) -> Launch {
+        Launch::new([OsStr::new("--listen"), socket.as_os_str()])
+            .args([OsStr::new("--upstream"), upstream.as_os_str()])
+            .args(extra)
+    }
+
+    /// More arguments for the binary.
+    #[must_use]
+    pub fn args<I, S>(mut self, args: I) -> Launch
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Runs the binary through `wrapper` (a program and its arguments),
+    /// which gets the binary's path and its arguments after its own.
+    #[must_use]
+    pub fn wrapper<I, S>(mut self, wrapper: I) -> Launch
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.wrapper = wrapper.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// Sets `key` to `value` in the environment.
+    #[must_use]
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Launch {
+        self.env.push((key.into(), Some(value.as_ref().to_owned())));
+        self
+    }
+
+    /// Removes `key` from the environment.
+    #[must_use]
+    pub fn env_remove(mut self, key: &str) -> Launch {
+        self.env.push((key.into(), None));
+        self
+    }
+
+    /// How [`Proxy::launch`] knows the process is ready.
+    #[must_use]
+    pub fn ready(mut self, ready: Ready) -> Launch {
+        self.ready = ready;
+        self
     }
 }
 
