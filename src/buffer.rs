@@ -55,6 +55,15 @@ impl Buffer {
         }
     }
 
+    /// Gives the memory back if nothing is buffered, so that an idle
+    /// connection holds none; the next read allocates anew.
+    pub fn release_if_empty(&mut self) {
+        if self.is_empty() && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
+            self.filled_last_time = false;
+        }
+    }
+
     /// Reads once, appending to the unconsumed bytes; `Ok(0)` at end of
     /// input. Fails with `ErrorKind::OutOfMemory` when `max` unconsumed bytes
     /// are already held.
@@ -97,6 +106,20 @@ mod tests {
         buffer.consume(2);
         buffer.fill(&mut source).unwrap();
         assert_eq!(buffer.data(), b"cdefgh");
+    }
+
+    #[test]
+    fn an_empty_buffer_gives_its_memory_back_and_a_full_one_keeps_it() {
+        let mut buffer = Buffer::new(4, 16);
+        let mut source: &[u8] = b"abcdef";
+        buffer.fill(&mut source).unwrap();
+        buffer.release_if_empty();
+        assert_eq!(buffer.data(), b"abcd");
+        buffer.consume(4);
+        buffer.release_if_empty();
+        assert_eq!(buffer.buf.capacity(), 0);
+        buffer.fill(&mut source).unwrap();
+        assert_eq!(buffer.data(), b"ef");
     }
 
     #[test]

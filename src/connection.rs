@@ -141,6 +141,13 @@ impl Connection {
                 }
             }
 
+            if self.outstanding.is_empty() {
+                // Between requests: an idle keep-alive connection keeps no
+                // buffers (1,000 idle clients are 1,000 threads waiting).
+                self.reader.release_if_empty();
+                self.responses.release_if_empty();
+            }
+
             let deadline = self.deadline();
             let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let want_client = self.reading && self.outstanding.len() < MAX_PIPELINED;

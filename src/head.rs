@@ -115,6 +115,11 @@ impl HeadReader {
         &self.input.data()[..len]
     }
 
+    /// Gives the buffer's memory back if nothing is buffered.
+    pub fn release_if_empty(&mut self) {
+        self.input.release_if_empty();
+    }
+
     /// Drops a head that has been dealt with.
     pub fn consume(&mut self, len: usize) {
         self.input.consume(len);

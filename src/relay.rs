@@ -81,6 +81,11 @@ impl Responses {
         };
     }
 
+    /// Gives the buffer's memory back if nothing is buffered.
+    pub fn release_if_empty(&mut self) {
+        self.input.release_if_empty();
+    }
+
     /// The bytes written to the client since the last call.
     pub fn take_written(&mut self) -> u64 {
         std::mem::take(&mut self.written)
