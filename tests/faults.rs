@@ -37,6 +37,26 @@ fn heavy() -> MutexGuard<'static, ()> {
 }
 
 /// Sends `target` on `client` and checks that the daemon answered it.
+/// Opens `n` `/events` streams through `proxy` and waits until the fake
+/// daemon holds all of them open.
+fn open_streams(proxy: &Proxy, daemon: &FakeDaemon, n: usize) -> Vec<Client> {
+    let clients: Vec<Client> = (0..n)
+        .map(|i| {
+            let mut client = proxy.connect();
+            client.send(&get(&format!("/v1.41/events?client={i}")));
+            assert!(
+                client.read_until(b"first-event", READ_TIMEOUT),
+                "client {i}: no stream; got {}; log:\n{}",
+                show(client.buffered()),
+                proxy.logs()
+            );
+            client
+        })
+        .collect();
+    assert!(daemon.wait_for_streams(n));
+    clients
+}
+
 fn assert_served(client: &mut Client, target: &str) {
     client.send(&get(target));
     let resp = client.read_response();

@@ -8,10 +8,10 @@ use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{assert_served, heavy};
+use super::{assert_served, heavy, open_streams};
 use crate::common::{
-    audit_daemon, get, settled_usage, show, wait_back_to, wait_until, Client, FakeDaemon, Proxy,
-    Usage, DEADLINE, READ_TIMEOUT,
+    audit_daemon, settled_usage, show, wait_back_to, wait_until, Client, FakeDaemon, Proxy, Usage,
+    DEADLINE,
 };
 
 #[test]
@@ -22,20 +22,7 @@ fn two_hundred_clients_vanishing_mid_stream_leave_no_thread_or_descriptor_behind
     let pid = proxy.pid();
     let baseline = settled_usage(pid, Duration::from_millis(1500));
 
-    let mut clients: Vec<Client> = (0..200)
-        .map(|i| {
-            let mut client = proxy.connect();
-            client.send(&get(&format!("/v1.41/events?client={i}")));
-            assert!(
-                client.read_until(b"first-event", READ_TIMEOUT),
-                "client {i}: no stream; got {}; log:\n{}",
-                show(client.buffered()),
-                proxy.logs()
-            );
-            client
-        })
-        .collect();
-    assert!(daemon.wait_for_streams(200));
+    let mut clients = open_streams(&proxy, &daemon, 200);
     // They leave with answers unread and, half of them, with half a head of
     // a next request held by the proxy.
     for _ in 0..3 {

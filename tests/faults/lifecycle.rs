@@ -7,10 +7,8 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::heavy;
-use crate::common::{
-    get, show, wait_until, Client, FakeDaemon, Proxy, TempDir, DEADLINE, READ_TIMEOUT,
-};
+use super::{heavy, open_streams};
+use crate::common::{wait_until, FakeDaemon, Proxy, TempDir, DEADLINE};
 
 /// The shutdown timeout of the SIGTERM test.
 const GRACE: Duration = Duration::from_secs(4);
@@ -20,20 +18,7 @@ fn sigterm_with_fifty_open_streams_exits_0_within_the_shutdown_timeout_and_remov
     let _heavy = heavy();
     let daemon = FakeDaemon::start();
     let mut proxy = Proxy::start(&daemon, &["--shutdown-timeout", "4"]);
-    let mut clients: Vec<Client> = (0..50)
-        .map(|i| {
-            let mut client = proxy.connect();
-            client.send(&get(&format!("/v1.41/events?client={i}")));
-            assert!(
-                client.read_until(b"first-event", READ_TIMEOUT),
-                "client {i}: no stream; got {}; log:\n{}",
-                show(client.buffered()),
-                proxy.logs()
-            );
-            client
-        })
-        .collect();
-    assert!(daemon.wait_for_streams(50));
+    let mut clients = open_streams(&proxy, &daemon, 50);
 
     let signalled = Instant::now();
     proxy.signal("TERM");
