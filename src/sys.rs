@@ -131,39 +131,6 @@ fn check_listening_unix(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Waits until the peer of a unix stream socket has closed it completely, or
-/// this side has been shut down in both directions, or `timeout` passes.
-/// Returns whether that happened.
-///
-/// After `read` returns end of input, std cannot tell a client that
-/// half-closed its side (and still reads responses, like `socat`) from one
-/// that is gone. Linux reports `POLLHUP` on an `AF_UNIX` stream socket only
-/// when both directions are shut, so polling for it tells the two apart.
-pub fn wait_for_hangup(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
-    let timeout_ms = timeout.map_or(-1, |t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX));
-    let mut entry = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        // POLLHUP is always reported; asking for nothing else means input
-        // that is still buffered does not end the wait.
-        events: 0,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: `entry` is a valid, initialised pollfd that outlives the
-        // call, the count 1 matches it, and `fd` is borrowed, so it stays open
-        // for the duration of the call.
-        let ready = unsafe { libc::poll(&raw mut entry, 1, timeout_ms) };
-        if ready >= 0 {
-            let hung_up = libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
-            return Ok(ready > 0 && entry.revents & hung_up != 0);
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
-        }
-    }
-}
-
 /// What `poll(2)` reported for one socket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ready {
@@ -175,7 +142,11 @@ pub struct Ready {
 
 /// Waits until one of up to two sockets is ready or `timeout` passes (`None`
 /// waits forever). For each socket, `true` asks for input; a hang-up is
-/// always reported. A socket that is not asked for input is only watched
+/// always reported. After `read` returns end of input, std cannot tell a
+/// client that half-closed its side (and still reads the answers, like
+/// `socat`) from one that is gone; Linux reports `POLLHUP` on an `AF_UNIX`
+/// stream socket only when both directions are shut, which tells the two
+/// apart. A socket that is not asked for input is only watched
 /// for hang-up, so that a client that half-closed does not wake the loop
 /// again and again with its end of input.
 pub fn poll_two(
@@ -301,11 +272,10 @@ mod tests {
     fn half_close_is_not_a_hangup_but_full_close_is() {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let short = Some(Duration::from_millis(10));
-        assert!(!wait_for_hangup(ours.as_fd(), short).unwrap());
         theirs.shutdown(Shutdown::Write).unwrap();
-        assert!(!wait_for_hangup(ours.as_fd(), short).unwrap());
+        assert!(!poll_two((ours.as_fd(), false), None, short).unwrap()[0].hung_up);
         drop(theirs);
-        assert!(wait_for_hangup(ours.as_fd(), None).unwrap());
+        assert!(poll_two((ours.as_fd(), false), None, None).unwrap()[0].hung_up);
     }
 
     #[test]
@@ -339,7 +309,7 @@ mod tests {
     fn own_shutdown_ends_the_wait() {
         let (ours, _theirs) = UnixStream::pair().unwrap();
         ours.shutdown(Shutdown::Both).unwrap();
-        assert!(wait_for_hangup(ours.as_fd(), None).unwrap());
+        assert!(poll_two((ours.as_fd(), false), None, None).unwrap()[0].hung_up);
     }
 
     #[test]
