@@ -129,6 +129,12 @@ enum Flow {
 impl Connection {
     /// The connection loop: decide what is buffered, wait for either socket,
     /// move bytes, until there is nothing left to do.
+    ///
+    /// The steps it calls are kept out of line (`inline(never)`), so that
+    /// their locals (header arrays, the parsed request) are off the stack
+    /// while the thread waits. A pooled thread keeps every stack page it
+    /// ever touched; with the steps inlined, each of 1,000 idle threads held
+    /// four pages (16 KiB) instead of three.
     fn run(&mut self) {
         loop {
             self.decide_buffered_heads();
@@ -202,6 +208,7 @@ impl Connection {
         })
     }
 
+    #[inline(never)]
     fn on_deadline(&mut self) -> Flow {
         if self.head_started.is_some() || self.first {
             let denial = Denial::new(
@@ -218,6 +225,7 @@ impl Connection {
         Flow::Stop
     }
 
+    #[inline(never)]
     fn on_client_readable(&mut self) {
         let had_input = self.reader.has_buffered();
         match self.reader.fill(&mut &*self.client) {
@@ -242,6 +250,7 @@ impl Connection {
 
     /// Decides every complete head already buffered, in order, as long as
     /// requests are still being read and the pipeline has room.
+    #[inline(never)]
     fn decide_buffered_heads(&mut self) {
         while self.reading && self.outstanding.len() < MAX_PIPELINED {
             let len = match self.reader.next_head() {
@@ -327,6 +336,7 @@ impl Connection {
     }
 
     /// The daemon sent something, or closed.
+    #[inline(never)]
     fn on_upstream_ready(&mut self) -> Flow {
         let Some(upstream) = &self.upstream else {
             return Flow::Continue;
@@ -430,6 +440,7 @@ impl Connection {
         self.head_started = None;
     }
 
+    #[inline(never)]
     fn send_refusal(&mut self, response: &[u8]) {
         if self.write_client(response) {
             let _ = self.client.shutdown(Shutdown::Write);

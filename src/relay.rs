@@ -269,7 +269,9 @@ fn framing_problem(error: &FramingError, answered: bool) -> RelayError {
 pub fn linger(client: &UnixStream) {
     use crate::limits::{LINGER_BYTES, LINGER_SECS};
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(LINGER_SECS);
-    let mut scratch = [0u8; 4096];
+    // On the heap: a page of stack touched here would stay resident in the
+    // pooled thread for every connection it serves later.
+    let mut scratch = vec![0u8; 4096];
     let mut total = 0;
     while total < LINGER_BYTES {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
