@@ -81,10 +81,8 @@ pub fn serve(id: u64, client: Arc<UnixStream>, peer: io::Result<Peer>, context: 
         out: Vec::new(),
     };
     connection.run();
-    if let Some(upstream) = &connection.upstream {
-        let _ = upstream.shutdown(Shutdown::Both);
-    }
-    let _ = connection.client.shutdown(Shutdown::Both);
+    // Both sockets close when the connection is dropped: the daemon's here,
+    // the client's when the listener unregisters it, right after.
 }
 
 /// A request forwarded and not fully answered yet.

@@ -1,5 +1,5 @@
-//! Accepting clients: one pooled thread per connection, a cap on how many, and an
-//! orderly shutdown on SIGINT or SIGTERM.
+//! Taking clients in: one pooled thread per connection (`pool.rs`), a cap on
+//! how many, and an orderly shutdown on SIGINT or SIGTERM.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -12,28 +12,50 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{info, warn};
 
 use crate::connection::{self, Context};
 use crate::decisions::{self, Caller};
 use crate::denial::{Denial, Reason};
 use crate::notify;
-use crate::pool::Pool;
+use crate::pool::{Pool, IDLE_THREAD_SECS};
 use crate::reply;
 use crate::socket::SafeSocket;
 use crate::stats::Stats;
 use crate::sys;
 
 /// The open client connections, so that shutdown can stop their reading.
-#[derive(Debug, Default)]
+/// Every connection is added and removed by its own thread; the map is
+/// split in shards so that those threads rarely wait for one another (one
+/// shared lock was contended at every connection under load).
 struct Registry {
-    clients: Mutex<HashMap<u64, Arc<UnixStream>>>,
+    shards: [Mutex<HashMap<u64, Arc<UnixStream>>>; REGISTRY_SHARDS],
+}
+
+const REGISTRY_SHARDS: usize = 16;
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry {
+            shards: std::array::from_fn(|_| Mutex::default()),
+        }
+    }
 }
 
 impl Registry {
-    fn clients(&self) -> MutexGuard<'_, HashMap<u64, Arc<UnixStream>>> {
+    fn shard(&self, id: u64) -> MutexGuard<'_, HashMap<u64, Arc<UnixStream>>> {
+        let index = usize::try_from(id % REGISTRY_SHARDS as u64).unwrap_or(0);
         // A panic while holding this lock leaves a valid map.
-        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Calls `f` on every registered connection.
+    fn for_each(&self, mut f: impl FnMut(&UnixStream)) {
+        for id in 0..REGISTRY_SHARDS as u64 {
+            self.shard(id).values().for_each(|client| f(client));
+        }
     }
 }
 
@@ -46,9 +68,18 @@ struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.clients().remove(&self.id);
+        self.registry.shard(self.id).remove(&self.id);
         self.context.stats.active.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// What every pool thread needs to take a connection in.
+struct Acceptance {
+    context: Arc<Context>,
+    registry: Arc<Registry>,
+    stop: Arc<AtomicBool>,
+    next_id: AtomicU64,
+    max_connections: usize,
 }
 
 /// Serves `socket` until SIGINT or SIGTERM, then lets in-flight requests
@@ -62,53 +93,33 @@ pub fn serve(
     let stop = Arc::new(AtomicBool::new(false));
     let (wake, waker) = sys::wake_pipe()?;
     install_signal_handler(&stop, waker)?;
-    // Non-blocking, so that a connection that vanished between poll and
-    // accept costs a WouldBlock, not a blocked accept loop.
-    socket.listener.set_nonblocking(true)?;
     let registry = Arc::new(Registry::default());
-    let pool = Arc::new(Pool::default());
-    let next_id = AtomicU64::new(1);
+    let acceptance = Acceptance {
+        context: Arc::clone(context),
+        registry: Arc::clone(&registry),
+        stop: Arc::clone(&stop),
+        next_id: AtomicU64::new(1),
+        max_connections,
+    };
+    // The pool accepts on its own descriptor of the socket; the socket
+    // itself is never shut down, which matters for one passed by systemd:
+    // it must stay usable for the next activation.
+    let _pool = Pool::start(
+        socket.listener.try_clone()?,
+        Duration::from_secs(IDLE_THREAD_SECS),
+        Arc::clone(&stop),
+        Box::new(move |client| acceptance.take(client)),
+    )?;
     let active = || usize::try_from(Stats::get(&context.stats.active)).unwrap_or(usize::MAX);
 
     if let Err(e) = notify::notify("READY=1") {
         warn!("cannot tell systemd that the proxy is ready (NOTIFY_SOCKET): {e}");
     }
-    loop {
-        // Wait for a client or for the signal handler's byte. The socket
-        // itself is left alone, which matters for one passed by systemd:
-        // it must stay usable for the next activation.
-        let ready = sys::poll_two(
-            (socket.listener.as_fd(), true),
-            Some((wake.as_fd(), true)),
-            None,
-        )?;
-        if stop.load(Ordering::Acquire) || ready[1].readable {
+    // Wait for the signal handler's byte.
+    while !stop.load(Ordering::Acquire) {
+        if sys::poll_two((wake.as_fd(), true), None, None)?[0].readable {
             break;
         }
-        let client = match socket.listener.accept() {
-            Ok((client, _)) => client,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue;
-            }
-            Err(e) => {
-                // Out of descriptors or memory: wait instead of spinning; the
-                // connections that end will free what is needed.
-                error!("accepting a connection failed: {e}");
-                thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-        };
-        if active() >= max_connections {
-            refuse_at_limit(&client, &context.stats, max_connections);
-            continue;
-        }
-        let id = next_id.fetch_add(1, Ordering::Relaxed);
-        start_connection(id, client, context, &registry, &pool);
     }
 
     let _ = notify::notify("STOPPING=1");
@@ -118,10 +129,11 @@ pub fn serve(
         active()
     );
     socket.remove_file();
-    // Reading stops on every connection; responses being relayed go on.
-    for client in registry.clients().values() {
+    // Reading stops on every connection; responses being relayed go on. A
+    // connection registered after this sees `stop` and stops its own.
+    registry.for_each(|client| {
         let _ = client.shutdown(Shutdown::Read);
-    }
+    });
     let deadline = Instant::now() + grace;
     while active() > 0 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
@@ -133,43 +145,37 @@ pub fn serve(
     Ok(())
 }
 
-fn start_connection(
-    id: u64,
-    client: UnixStream,
-    context: &Arc<Context>,
-    registry: &Arc<Registry>,
-    pool: &Arc<Pool>,
-) {
-    let peer = sys::peer_credentials(client.as_fd());
-    let client = Arc::new(client);
-    context.stats.active.fetch_add(1, Ordering::AcqRel);
-    registry.clients().insert(id, Arc::clone(&client));
-    let registration = Registration {
-        id,
-        registry: Arc::clone(registry),
-        context: Arc::clone(context),
-    };
-    Stats::bump(&context.stats.connections);
-
-    let thread_context = Arc::clone(context);
-    let thread_client = Arc::clone(&client);
-    let spawned = pool.execute(move || {
-        let _registration = registration;
-        connection::serve(id, thread_client, peer, thread_context);
-    });
-    if let Err(e) = spawned {
-        error!("cannot start a thread for connection {id}: {e}");
-        let denial = Denial::new(
-            Reason::ConnectionLimit,
-            format!("the proxy cannot start a thread: {e}"),
-        );
-        context.stats.count_denial(denial.reason);
-        let _ = (&*client).write_all(&reply::error_response(&denial, false));
+impl Acceptance {
+    /// Serves one accepted connection on the calling pool thread, or
+    /// refuses it at the connection cap.
+    fn take(&self, client: UnixStream) {
+        let stats = &self.context.stats;
+        if usize::try_from(Stats::get(&stats.active)).unwrap_or(usize::MAX) >= self.max_connections
+        {
+            refuse_at_limit(&client, stats, self.max_connections);
+            return;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let peer = sys::peer_credentials(client.as_fd());
+        let client = Arc::new(client);
+        stats.active.fetch_add(1, Ordering::AcqRel);
+        self.registry.shard(id).insert(id, Arc::clone(&client));
+        let _registration = Registration {
+            id,
+            registry: Arc::clone(&self.registry),
+            context: Arc::clone(&self.context),
+        };
+        if self.stop.load(Ordering::Acquire) {
+            let _ = client.shutdown(Shutdown::Read);
+        }
+        Stats::bump(&stats.connections);
+        connection::serve(id, client, peer, Arc::clone(&self.context));
     }
 }
 
-/// Answers 503 without spawning anything: the accept loop must not block on
-/// a client, so the write is non-blocking (an empty socket buffer takes it).
+/// Answers 503 and closes: the write is non-blocking (an empty socket
+/// buffer takes it), so that a client that reads nothing cannot hold a pool
+/// thread.
 fn refuse_at_limit(client: &UnixStream, stats: &Stats, max_connections: usize) {
     Stats::bump(&stats.refused_at_limit);
     let denial = Denial::new(
@@ -185,9 +191,7 @@ fn refuse_at_limit(client: &UnixStream, stats: &Stats, max_connections: usize) {
 }
 
 /// On SIGINT, SIGTERM or SIGHUP (ctrlc's `termination` feature), sets `stop`
-/// and writes a byte to `waker` to wake the accept loop. Connecting to the
-/// socket instead would not do: the proxy may lack permission to connect to
-/// a socket systemd created for its clients.
+/// and writes a byte to `waker` to wake the main thread.
 fn install_signal_handler(stop: &Arc<AtomicBool>, mut waker: File) -> io::Result<()> {
     let stop = Arc::clone(stop);
     ctrlc::set_handler(move || {

@@ -1,138 +1,265 @@
-//! Connection threads that are kept for the next connection instead of
-//! exiting.
+//! The connection threads. Each one waits in `accept(2)` on the listening
+//! socket, serves the connection it gets to its end, and goes back to
+//! waiting; a thread is reused for connection after connection.
 //!
-//! Creating and ending a thread costs more than serving a short request
-//! (stack mapping, guard page, signal stack; PERF-NOTES.md measured 264 µs
-//! of CPU per connection with new threads against 70 µs with reused ones).
-//! A thread that finishes a connection waits for the next one and ends after
-//! [`IDLE_THREAD_SECS`] without work: under load threads are reused, and
-//! after a burst the process is back to its baseline of threads and memory
-//! within about a second.
+//! Why threads accept for themselves: creating and ending a thread costs
+//! more than serving a short request (stack mapping, guard page, signal
+//! stack; PERF-NOTES.md measured 264 µs of CPU per connection with new
+//! threads against 70 µs with reused ones), and handing each accepted
+//! connection from an accept loop to a waiting thread costs two wake-ups
+//! and a lock where one wake-up will do. The kernel wakes one waiting
+//! thread per connection (waits in accept are exclusive), so waiting
+//! threads do not stampede.
+//!
+//! How many: the thread that takes the last waiting place starts a
+//! successor before it serves, so that, as long as threads can be created,
+//! one is always waiting. A wait in accept ends after the idle time
+//! (SO_RCVTIMEO on the listening socket); a thread whose wait ended while
+//! others wait ends too. After a burst the process is back to one waiting
+//! thread within about [`IDLE_THREAD_SECS`].
 
-use std::collections::VecDeque;
 use std::io;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use crate::limits::THREAD_STACK_BYTES;
+use log::error;
 
-/// How long a thread without work waits for a connection before it ends.
+use crate::limits::THREAD_STACK_BYTES;
+use crate::sys;
+
+/// How long a thread without a connection waits before it ends.
 pub const IDLE_THREAD_SECS: u64 = 1;
 
-type Task = Box<dyn FnOnce() + Send>;
+/// What a pool thread does with each connection it accepts.
+pub type Handler = Box<dyn Fn(UnixStream) + Send + Sync>;
 
-/// A set of worker threads that grows on demand.
-#[derive(Default)]
+/// The threads accepting on one listening socket.
 pub struct Pool {
-    state: Mutex<State>,
-    work: Condvar,
-}
-
-#[derive(Default)]
-struct State {
-    queue: VecDeque<Task>,
-    idle: usize,
+    listener: UnixListener,
+    handler: Handler,
+    /// Once set, a thread whose accept returns serves what it got and ends.
+    stop: Arc<AtomicBool>,
+    /// Threads in accept, or about to be: counted by whoever starts a
+    /// thread, and by the thread itself before each later wait.
+    waiting: AtomicUsize,
 }
 
 impl Pool {
-    /// Runs `task` on a waiting thread, or on a new one if none is waiting.
-    pub fn execute(self: &Arc<Pool>, task: impl FnOnce() + Send + 'static) -> io::Result<()> {
-        let mut state = self.lock();
-        if state.idle > state.queue.len() {
-            state.queue.push_back(Box::new(task));
-            drop(state);
-            self.work.notify_one();
-            return Ok(());
-        }
-        drop(state);
+    /// Starts the first thread accepting on `listener`. A wait in accept
+    /// ends after `idle`; `handler` serves each connection, on the thread
+    /// that accepted it.
+    pub fn start(
+        listener: UnixListener,
+        idle: Duration,
+        stop: Arc<AtomicBool>,
+        handler: Handler,
+    ) -> io::Result<Arc<Pool>> {
+        listener.set_nonblocking(false)?;
+        sys::set_accept_timeout(listener.as_fd(), idle)?;
+        let pool = Arc::new(Pool {
+            listener,
+            handler,
+            stop,
+            waiting: AtomicUsize::new(0),
+        });
+        pool.spawn()?;
+        Ok(pool)
+    }
+
+    /// Threads waiting for a connection now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    fn spawn(self: &Arc<Pool>) -> io::Result<()> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
         let pool = Arc::clone(self);
-        thread::Builder::new()
+        let spawned = thread::Builder::new()
             .name("connection".to_owned())
             .stack_size(THREAD_STACK_BYTES)
-            .spawn(move || {
-                task();
-                pool.work_until_idle();
-            })
-            .map(drop)
+            .spawn(move || pool.work());
+        if let Err(e) = spawned {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(e);
+        }
+        Ok(())
     }
 
-    /// Takes queued tasks until none comes for [`IDLE_THREAD_SECS`].
-    fn work_until_idle(&self) {
-        let mut state = self.lock();
+    /// Accepts and serves until this thread is surplus or the pool stops.
+    /// The thread is already counted in `waiting` when this starts.
+    fn work(self: &Arc<Pool>) {
         loop {
-            if let Some(task) = state.queue.pop_front() {
-                drop(state);
-                task();
-                state = self.lock();
-                continue;
+            let accepted = self.listener.accept();
+            let others_waiting = self.waiting.fetch_sub(1, Ordering::AcqRel) - 1;
+            let stopping = self.stop.load(Ordering::Acquire);
+            match accepted {
+                Ok((client, _)) => {
+                    if others_waiting == 0 && !stopping {
+                        if let Err(e) = self.spawn() {
+                            // New clients wait in the socket's backlog until
+                            // a thread is done with its connection.
+                            error!("cannot start a connection thread: {e}; new connections wait for a free one");
+                        }
+                    }
+                    (self.handler)(client);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if others_waiting > 0 {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of descriptors or memory: wait instead of spinning;
+                    // the connections that end free what is needed.
+                    error!("accepting a connection failed: {e}");
+                    thread::sleep(Duration::from_millis(100));
+                }
             }
-            state.idle += 1;
-            let (next, timeout) = self
-                .work
-                .wait_timeout(state, Duration::from_secs(IDLE_THREAD_SECS))
-                .unwrap_or_else(PoisonError::into_inner);
-            state = next;
-            state.idle -= 1;
-            if timeout.timed_out() && state.queue.is_empty() {
+            if stopping || self.stop.load(Ordering::Acquire) {
+                // A connection taken while stopping was served (the handler
+                // sees the flag too); no more are taken, so that a socket
+                // passed by systemd keeps them for the next activation.
                 return;
             }
+            self.waiting.fetch_add(1, Ordering::AcqRel);
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Tasks run outside the lock, so a panic cannot leave it half-updated.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Threads waiting for work now.
-    pub fn idle_threads(&self) -> usize {
-        self.lock().idle
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::sync::mpsc;
+    use std::time::Instant;
 
-    #[test]
-    fn a_finished_thread_takes_the_next_task() {
-        let pool = Arc::new(Pool::default());
-        let (done, finished) = mpsc::channel();
-        let first = done.clone();
-        pool.execute(move || first.send(thread::current().id()).unwrap())
-            .unwrap();
-        let first_thread = finished.recv().unwrap();
-        // Wait until the thread is back in the pool.
-        while pool.idle_threads() == 0 {
-            thread::sleep(Duration::from_millis(1));
+    /// A pool on a fresh socket whose handler sends each connection to the
+    /// returned channel (with the serving thread's id) and then echoes one
+    /// byte, so a test decides when each connection ends.
+    fn echo_pool(
+        idle: Duration,
+    ) -> (
+        Arc<Pool>,
+        std::path::PathBuf,
+        mpsc::Receiver<thread::ThreadId>,
+        Arc<AtomicBool>,
+    ) {
+        let dir = std::env::temp_dir().join(format!(
+            "df-pool-{}-{:?}",
+            std::process::id(),
+            thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (served, connections) = mpsc::channel();
+        let served = std::sync::Mutex::new(served);
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler: Handler = Box::new(move |mut client: UnixStream| {
+            let _ = served.lock().unwrap().send(thread::current().id());
+            let mut byte = [0u8; 1];
+            if client.read_exact(&mut byte).is_ok() {
+                let _ = client.write_all(&byte);
+            }
+        });
+        let pool = Pool::start(listener, idle, Arc::clone(&stop), handler).unwrap();
+        (pool, path, connections, stop)
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let give_up = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < give_up, "gave up waiting for {what}");
+            thread::sleep(Duration::from_millis(5));
         }
-        pool.execute(move || done.send(thread::current().id()).unwrap())
-            .unwrap();
-        assert_eq!(finished.recv().unwrap(), first_thread);
+    }
+
+    fn round_trip(client: &mut UnixStream) {
+        client.write_all(b"x").unwrap();
+        let mut byte = [0u8; 1];
+        client.read_exact(&mut byte).unwrap();
     }
 
     #[test]
-    fn busy_threads_make_the_pool_grow() {
-        let pool = Arc::new(Pool::default());
-        let (release, blocked) = mpsc::channel::<()>();
-        let blocked = Arc::new(Mutex::new(blocked));
-        let (started, running) = mpsc::channel();
-        for _ in 0..3 {
-            let blocked = Arc::clone(&blocked);
-            let started = started.clone();
-            pool.execute(move || {
-                started.send(()).unwrap();
-                let _ = blocked.lock().unwrap().recv();
-            })
-            .unwrap();
+    fn a_thread_that_finished_a_connection_takes_the_next() {
+        let (pool, path, connections, _stop) = echo_pool(Duration::from_secs(30));
+        let mut first = UnixStream::connect(&path).unwrap();
+        let first_thread = connections.recv().unwrap();
+        round_trip(&mut first);
+        // The first thread started a successor before serving; once it is
+        // back, two wait, and the next connection goes to one of them.
+        wait_for("two waiting threads", || pool.waiting() == 2);
+        let mut seen = vec![first_thread];
+        for _ in 0..4 {
+            let mut next = UnixStream::connect(&path).unwrap();
+            seen.push(connections.recv().unwrap());
+            round_trip(&mut next);
+            wait_for("the thread to be back", || pool.waiting() == 2);
         }
-        for _ in 0..3 {
-            running.recv_timeout(Duration::from_secs(10)).unwrap();
+        seen.sort_unstable_by_key(|id| format!("{id:?}"));
+        seen.dedup();
+        assert!(
+            seen.len() <= 2,
+            "five connections used {} threads",
+            seen.len()
+        );
+    }
+
+    #[test]
+    fn busy_threads_make_the_pool_grow_and_one_always_waits() {
+        let (pool, path, connections, _stop) = echo_pool(Duration::from_secs(30));
+        let mut clients: Vec<UnixStream> = (0..3)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        let mut threads: Vec<_> = (0..3).map(|_| connections.recv().unwrap()).collect();
+        threads.sort_unstable_by_key(|id| format!("{id:?}"));
+        threads.dedup();
+        assert_eq!(threads.len(), 3, "three open connections share a thread");
+        wait_for("a waiting thread", || pool.waiting() == 1);
+        for client in &mut clients {
+            round_trip(client);
         }
-        for _ in 0..3 {
-            release.send(()).unwrap();
+    }
+
+    #[test]
+    fn surplus_threads_end_after_the_idle_time_and_one_stays() {
+        let (pool, path, connections, _stop) = echo_pool(Duration::from_millis(100));
+        let mut clients: Vec<UnixStream> = (0..4)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        for _ in 0..4 {
+            connections.recv().unwrap();
         }
+        for client in &mut clients {
+            round_trip(client);
+        }
+        wait_for("surplus threads to end", || pool.waiting() == 1);
+        thread::sleep(Duration::from_millis(300));
+        assert_eq!(pool.waiting(), 1, "the last waiting thread must stay");
+        let mut late = UnixStream::connect(&path).unwrap();
+        connections.recv().unwrap();
+        round_trip(&mut late);
+    }
+
+    #[test]
+    fn after_stop_a_thread_serves_what_it_took_and_takes_no_more() {
+        let (pool, path, connections, stop) = echo_pool(Duration::from_secs(30));
+        stop.store(true, Ordering::Release);
+        // The thread already waiting in accept takes this one and serves it.
+        let mut taken = UnixStream::connect(&path).unwrap();
+        connections.recv().unwrap();
+        round_trip(&mut taken);
+        wait_for("the last thread to end", || Arc::strong_count(&pool) == 1);
+        // Nobody accepts any more: the next one stays in the backlog.
+        let _queued = UnixStream::connect(&path).unwrap();
+        thread::sleep(Duration::from_millis(300));
+        assert!(connections.try_recv().is_err());
+        assert_eq!(pool.waiting(), 0);
     }
 }

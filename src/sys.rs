@@ -54,6 +54,33 @@ pub fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<Peer> {
     })
 }
 
+/// Makes a blocking `accept(2)` on the listening socket `fd` give up with
+/// `WouldBlock` after `timeout` (SO_RCVTIMEO, which Linux applies to accept
+/// on unix sockets). std sets this only on connected streams.
+pub fn set_accept_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
+    let value = libc::timeval {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros().try_into().unwrap_or(0_i32)),
+    };
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::timeval>())
+        .map_err(io::Error::other)?;
+    // SAFETY: `value` is a valid timeval and `len` its exact size, which is
+    // what SO_RCVTIMEO reads; `fd` is borrowed, so it is open for the call.
+    let status = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const value).cast(),
+            len,
+        )
+    };
+    if status != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The first descriptor passed by socket activation (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: RawFd = 3;
 
