@@ -5,7 +5,10 @@
 //! The thread waits with `poll(2)` on both sockets, so that it can read the
 //! client's next heads while a response is still coming, notice at once
 //! when the client goes away in the middle of a stream, and apply the idle
-//! limit only when nothing is outstanding. A refusal is held until the
+//! limit only when nothing is outstanding. The two common waits, for the
+//! next head and for a prompt answer, are plain blocking reads instead
+//! (`Connection::wait_in_read`): four system calls per keep-alive request
+//! rather than six. A refusal is held until the
 //! answers to the requests before it are delivered (docs/POLICY.md rules 2 and
 //! 9). The daemon connection is opened at the first allowed request: a
 //! connection whose requests are all refused never touches the daemon.
@@ -26,7 +29,9 @@ use crate::decisions::{self, Caller};
 use crate::denial::{Denial, Reason};
 use crate::forward;
 use crate::head::HeadReader;
-use crate::limits::{MAX_PIPELINED, UPSTREAM_WRITE_TIMEOUT_SECS};
+use crate::limits::{
+    ANSWER_READ_WAIT, IDLE_READ_SLACK, MAX_PIPELINED, UPSTREAM_WRITE_TIMEOUT_SECS,
+};
 use crate::policy;
 use crate::relay::{self, RelayError, Relayed, Responses};
 use crate::reply;
@@ -79,6 +84,7 @@ pub fn serve(id: u64, client: Arc<UnixStream>, peer: io::Result<Peer>, context: 
         reading: true,
         last_done: now,
         out: Vec::new(),
+        waits: Waits::default(),
     };
     connection.run();
     // Both sockets close when the connection is dropped: the daemon's here,
@@ -116,6 +122,17 @@ struct Connection {
     last_done: Instant,
     /// The rewritten head, reused from request to request.
     out: Vec<u8>,
+    waits: Waits,
+}
+
+/// What [`Connection::wait_in_read`] needs to remember.
+#[derive(Default)]
+struct Waits {
+    /// The client socket's read timeout is the idle limit.
+    idle_read_timeout_set: bool,
+    /// The answer being waited for did not come within
+    /// [`ANSWER_READ_WAIT`]: wait for the rest of it with poll.
+    answer_is_slow: bool,
 }
 
 /// Whether the connection loop goes on.
@@ -151,6 +168,12 @@ impl Connection {
                 self.reader.release_if_empty();
                 self.responses.release_if_empty();
             }
+            if let Some(flow) = self.wait_in_read() {
+                if let Flow::Stop = flow {
+                    return;
+                }
+                continue;
+            }
 
             let deadline = self.deadline();
             let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -184,6 +207,59 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// The two waits of every keep-alive request, done as one blocking read
+    /// rather than a poll(2) and a read: for the next head of a client
+    /// between requests, and for the answer to a forwarded request. Returns
+    /// `None` when the wait needs poll instead: for the first head or the
+    /// rest of a partial one (their limit is the header timeout), and for an
+    /// answer that takes longer than [`ANSWER_READ_WAIT`] (a stream, say),
+    /// during which the client must be watched for hanging up.
+    ///
+    /// Neither wait watches the other socket. A client that leaves while its
+    /// answer is awaited is noticed when the answer is written (or after
+    /// [`ANSWER_READ_WAIT`]); a daemon that closes an idle connection is
+    /// noticed when the next head is written to it, which then reconnects
+    /// (`send_head`).
+    #[inline(never)]
+    fn wait_in_read(&mut self) -> Option<Flow> {
+        if self.outstanding.is_empty() {
+            return self.wait_for_next_head_in_read();
+        }
+        if self.waits.answer_is_slow {
+            return None;
+        }
+        let upstream = self.upstream.as_ref()?;
+        let read = self.responses.fill(upstream);
+        if matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.waits.answer_is_slow = true;
+            return Some(Flow::Continue);
+        }
+        Some(self.on_upstream_read(read))
+    }
+
+    /// Between requests: reads the next head, with the idle limit as the
+    /// client socket's read timeout (set once, since every such wait starts
+    /// as an answer is completed).
+    fn wait_for_next_head_in_read(&mut self) -> Option<Flow> {
+        let waiting_since_last_answer = self.last_done.elapsed() < IDLE_READ_SLACK;
+        if !self.reading || self.first || self.reader.has_buffered() || !waiting_since_last_answer {
+            return None;
+        }
+        if !self.waits.idle_read_timeout_set {
+            self.client
+                .set_read_timeout(Some(self.context.idle_timeout))
+                .ok()?;
+            self.waits.idle_read_timeout_set = true;
+        }
+        let read = self.reader.fill(&mut &*self.client);
+        if matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            debug!("idle {} closed after the idle limit", self.caller);
+            return Some(Flow::Stop);
+        }
+        self.on_client_read(false, read);
+        Some(Flow::Continue)
     }
 
     /// When the wait must end: the header deadline while a head is being
@@ -226,7 +302,14 @@ impl Connection {
     #[inline(never)]
     fn on_client_readable(&mut self) {
         let had_input = self.reader.has_buffered();
-        match self.reader.fill(&mut &*self.client) {
+        let read = self.reader.fill(&mut &*self.client);
+        self.on_client_read(had_input, read);
+    }
+
+    /// What a read of the client gave: bytes of a head, or its end of input.
+    /// `had_input` says whether part of a head was buffered before it.
+    fn on_client_read(&mut self, had_input: bool, read: io::Result<usize>) {
+        match read {
             Ok(0) => {
                 // End of input: the client half-closed (it may still read
                 // the answers due) or shutdown began. Nothing more is read.
@@ -340,6 +423,12 @@ impl Connection {
             return Flow::Continue;
         };
         let read = self.responses.fill(upstream);
+        self.on_upstream_read(read)
+    }
+
+    /// What a read of the daemon connection gave: answers to relay, its
+    /// close, or an error.
+    fn on_upstream_read(&mut self, read: io::Result<usize>) -> Flow {
         if self.outstanding.is_empty() {
             // Nothing was asked: the daemon closed an idle connection (or
             // sent what nobody asked for). The next request reconnects.
@@ -398,6 +487,7 @@ impl Connection {
     }
 
     fn answered_one(&mut self) {
+        self.waits.answer_is_slow = false;
         self.outstanding.pop_front();
         self.last_done = Instant::now();
     }
@@ -500,6 +590,7 @@ fn connect(path: &Path) -> Result<UnixStream, Denial> {
         UnixStream::connect(path).map_err(|e| upstream_denial(path, "connecting to", &e))?;
     stream
         .set_write_timeout(Some(Duration::from_secs(UPSTREAM_WRITE_TIMEOUT_SECS)))
+        .and_then(|()| stream.set_read_timeout(Some(ANSWER_READ_WAIT)))
         .map_err(|e| upstream_denial(path, "configuring the connection to", &e))?;
     Ok(stream)
 }

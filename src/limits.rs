@@ -4,6 +4,8 @@
 //! `config.rs`; these are properties of the protocol that no Docker client
 //! comes near.
 
+use std::time::Duration;
+
 /// The largest request head accepted, request line included. The docker CLI's
 /// largest heads (`ps` with many `--filter`s) are a few kilobytes.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -22,6 +24,17 @@ pub const MAX_RESPONSE_HEADERS: usize = 100;
 /// for their responses. A pipelining client beyond this waits until a
 /// response completes.
 pub const MAX_PIPELINED: usize = 32;
+
+/// How long a connection thread waits for an answer in a blocking read of
+/// the daemon connection before it waits with poll(2), which also watches
+/// the client. Most answers come well within it; a stream's next bytes may
+/// not.
+pub const ANSWER_READ_WAIT: Duration = Duration::from_millis(10);
+
+/// A wait for the next request is done as a blocking read with the idle
+/// limit as its timeout only if it starts within this of the last answer;
+/// otherwise poll(2) waits until the idle deadline itself.
+pub const IDLE_READ_SLACK: Duration = Duration::from_millis(100);
 
 /// How long a write of a request head to the daemon may block.
 pub const UPSTREAM_WRITE_TIMEOUT_SECS: u64 = 10;
