@@ -31,6 +31,10 @@ pub const MAX_PIPELINED: usize = 32;
 /// not.
 pub const ANSWER_READ_WAIT: Duration = Duration::from_millis(10);
 
+/// How long a connection keeps its read buffers after an answer, for the
+/// next request of a busy client, before it gives them back.
+pub const BUFFER_RELEASE_DELAY: Duration = Duration::from_millis(10);
+
 /// A wait for the next request is done as a blocking read with the idle
 /// limit as its timeout only if it starts within this of the last answer;
 /// otherwise poll(2) waits until the idle deadline itself.
