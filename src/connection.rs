@@ -131,6 +131,9 @@ struct Connection {
 struct Waits {
     /// The client socket's read timeout, as last set.
     client_read_timeout: Option<Duration>,
+    /// Nothing came at once on the new connection: wait for the first
+    /// head with poll.
+    first_head_is_slow: bool,
     /// The answer being waited for did not come within
     /// [`ANSWER_READ_WAIT`]: wait for the rest of it with poll.
     answer_is_slow: bool,
@@ -210,10 +213,11 @@ impl Connection {
     /// The two waits of every keep-alive request, done as one blocking read
     /// rather than a poll(2) and a read: for the next head of a client
     /// between requests, and for the answer to a forwarded request. Returns
-    /// `None` when the wait needs poll instead: for the first head or the
-    /// rest of a partial one (their limit is the header timeout), and for an
-    /// answer that takes longer than [`ANSWER_READ_WAIT`] (a stream, say),
-    /// during which the client must be watched for hanging up.
+    /// `None` when the wait needs poll instead: for a first head that is not
+    /// there within [`BUFFER_RELEASE_DELAY`] and for the rest of a partial
+    /// head (their limit is the header timeout), and for an answer that
+    /// takes longer than [`ANSWER_READ_WAIT`] (a stream, say), during which
+    /// the client must be watched for hanging up.
     ///
     /// Neither wait watches the other socket. A client that leaves while its
     /// answer is awaited is noticed when the answer is written (or after
@@ -246,8 +250,13 @@ impl Connection {
     /// it changes, that is, twice per idle period and never between a busy
     /// client's requests.
     fn wait_for_next_head_in_read(&mut self) -> Option<Flow> {
-        let waiting_since_last_answer = self.last_done.elapsed() < IDLE_READ_SLACK;
-        if !self.reading || self.first || self.reader.has_buffered() || !waiting_since_last_answer {
+        if !self.reading || self.reader.has_buffered() {
+            return None;
+        }
+        if self.first {
+            return self.wait_for_first_head_in_read();
+        }
+        if self.last_done.elapsed() >= IDLE_READ_SLACK {
             return None;
         }
         self.set_client_read_timeout(BUFFER_RELEASE_DELAY).ok()?;
@@ -268,6 +277,25 @@ impl Connection {
             }
         }
         self.on_client_read(false, read);
+        Some(Flow::Continue)
+    }
+
+    /// A client sends its first head as soon as it has connected, as a
+    /// rule: it is read at once, and only a client that has sent nothing
+    /// within [`BUFFER_RELEASE_DELAY`] is waited for with poll, until the
+    /// header timeout. The read timeout set here serves the waits between
+    /// requests afterwards.
+    fn wait_for_first_head_in_read(&mut self) -> Option<Flow> {
+        if self.waits.first_head_is_slow {
+            return None;
+        }
+        self.set_client_read_timeout(BUFFER_RELEASE_DELAY).ok()?;
+        let read = self.reader.fill(&mut &*self.client);
+        if matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.waits.first_head_is_slow = true;
+        } else {
+            self.on_client_read(false, read);
+        }
         Some(Flow::Continue)
     }
 
