@@ -14,7 +14,7 @@
 //! connection whose requests are all refused never touches the daemon.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io;
 use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -30,8 +30,7 @@ use crate::denial::{Denial, Reason};
 use crate::forward;
 use crate::head::HeadReader;
 use crate::limits::{
-    ANSWER_READ_WAIT, BUFFER_RELEASE_DELAY, IDLE_READ_SLACK, MAX_PIPELINED,
-    UPSTREAM_WRITE_TIMEOUT_SECS,
+    ANSWER_READ_WAIT, BUFFER_RELEASE_DELAY, IDLE_READ_SLACK, MAX_PIPELINED, UPSTREAM_WRITE_STALL,
 };
 use crate::policy;
 use crate::relay::{self, RelayError, Relayed, Responses};
@@ -65,10 +64,8 @@ pub fn serve(id: u64, client: Arc<UnixStream>, peer: io::Result<Peer>, context: 
     if let Err(e) = &peer {
         debug!("{caller} cannot read the peer credentials: {e}");
     }
-    // A client that takes no bytes for as long as the idle limit is gone;
-    // without this a client that stops reading would hold its thread.
-    let _ = client.set_write_timeout(Some(context.idle_timeout));
     let now = Instant::now();
+    let responses = Responses::new(context.idle_timeout);
     let mut connection = Connection {
         caller,
         peer: peer.ok(),
@@ -79,7 +76,7 @@ pub fn serve(id: u64, client: Arc<UnixStream>, peer: io::Result<Peer>, context: 
         reader: HeadReader::default(),
         head_started: None,
         upstream: None,
-        responses: Responses::default(),
+        responses,
         outstanding: VecDeque::new(),
         refusal: None,
         reading: true,
@@ -444,7 +441,7 @@ impl Connection {
         let Some(upstream) = &self.upstream else {
             return Err(None);
         };
-        let Err(error) = (&*upstream).write_all(&self.out) else {
+        let Err(error) = sys::send_all(upstream.as_fd(), &self.out, UPSTREAM_WRITE_STALL) else {
             return Ok(());
         };
         if !self.outstanding.is_empty() {
@@ -460,8 +457,7 @@ impl Connection {
         debug!("upstream {} reconnecting after: {error}", self.caller);
         let upstream = connect(&self.context.upstream)?;
         self.responses.reset();
-        (&upstream)
-            .write_all(&self.out)
+        sys::send_all(upstream.as_fd(), &self.out, UPSTREAM_WRITE_STALL)
             .map_err(|e| upstream_denial(&self.context.upstream, "writing to", &e))?;
         self.upstream = Some(upstream);
         Ok(())
@@ -588,7 +584,7 @@ impl Connection {
     }
 
     fn write_client(&self, bytes: &[u8]) -> bool {
-        let written = (&*self.client).write_all(bytes).is_ok();
+        let written = sys::send_all(self.client.as_fd(), bytes, self.context.idle_timeout).is_ok();
         if written {
             Stats::add(&self.context.stats.bytes_to_clients, bytes.len());
         }
@@ -640,8 +636,7 @@ fn connect(path: &Path) -> Result<UnixStream, Denial> {
     let stream =
         UnixStream::connect(path).map_err(|e| upstream_denial(path, "connecting to", &e))?;
     stream
-        .set_write_timeout(Some(Duration::from_secs(UPSTREAM_WRITE_TIMEOUT_SECS)))
-        .and_then(|()| stream.set_read_timeout(Some(ANSWER_READ_WAIT)))
+        .set_read_timeout(Some(ANSWER_READ_WAIT))
         .map_err(|e| upstream_denial(path, "configuring the connection to", &e))?;
     Ok(stream)
 }

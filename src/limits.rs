@@ -40,8 +40,9 @@ pub const BUFFER_RELEASE_DELAY: Duration = Duration::from_millis(10);
 /// otherwise poll(2) waits until the idle deadline itself.
 pub const IDLE_READ_SLACK: Duration = Duration::from_millis(100);
 
-/// How long a write of a request head to the daemon may block.
-pub const UPSTREAM_WRITE_TIMEOUT_SECS: u64 = 10;
+/// How long a write of a request head to the daemon may wait while the
+/// daemon takes no bytes.
+pub const UPSTREAM_WRITE_STALL: Duration = Duration::from_secs(10);
 
 /// After an error reply, how long and how much of the client's remaining
 /// input is read and thrown away, so that a client still sending (a

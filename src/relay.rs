@@ -10,12 +10,15 @@
 //! when `poll(2)` says there is something to read, and relays whatever part
 //! of the current response that gave.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use crate::buffer::Buffer;
 use crate::framing::{Body, FramingError};
 use crate::limits::{MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEAD_BYTES};
+use crate::sys;
 
 /// The first allocation of the response buffer: a JSON answer of a few
 /// kilobytes (head and body) fits in one read, and a busy stream grows it.
@@ -61,26 +64,29 @@ pub struct Responses {
     /// Whether any byte of the current response reached the client.
     answered: bool,
     written: u64,
+    /// How long a client may take no bytes before it counts as gone.
+    client_stall: Duration,
 }
 
-impl Default for Responses {
-    fn default() -> Responses {
+impl Responses {
+    /// Nothing relayed yet; a client that takes no bytes for `client_stall`
+    /// while an answer is written to it is gone.
+    pub fn new(client_stall: Duration) -> Responses {
         Responses {
             input: Buffer::new(INITIAL_BYTES, MAX_RESPONSE_HEAD_BYTES),
             body: None,
             close: false,
             answered: false,
             written: 0,
+            client_stall,
         }
     }
-}
 
-impl Responses {
     /// Forgets everything buffered: the daemon connection was replaced.
     pub fn reset(&mut self) {
         *self = Responses {
             written: self.written,
-            ..Responses::default()
+            ..Responses::new(self.client_stall)
         };
     }
 
@@ -220,8 +226,7 @@ impl Responses {
         if n == 0 {
             return Ok(());
         }
-        (&*client)
-            .write_all(&self.input.data()[..n])
+        sys::send_all(client.as_fd(), &self.input.data()[..n], self.client_stall)
             .map_err(RelayError::Client)?;
         self.answered = true;
         self.written += n as u64;
@@ -288,7 +293,7 @@ pub fn linger(client: &UnixStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::thread;
 
     /// Relays one response from a daemon that sends `response` in pieces of
@@ -308,7 +313,7 @@ mod tests {
                 thread::sleep(std::time::Duration::from_millis(1));
             }
         });
-        let mut responses = Responses::default();
+        let mut responses = Responses::new(std::time::Duration::from_secs(30));
         let result = loop {
             match responses.advance(head_request, &client) {
                 Ok(Some(done)) => break Ok(done),

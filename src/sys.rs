@@ -217,6 +217,68 @@ pub fn poll_two(
     Ok(result)
 }
 
+/// Writes all of `bytes` to the connected socket `fd`. While the socket's
+/// buffer is full it waits with poll(2), and fails with `TimedOut` once
+/// the peer has taken nothing for `stall` (what SO_SNDTIMEO does, without
+/// a setsockopt per connection: each send is non-blocking).
+pub fn send_all(fd: BorrowedFd<'_>, mut bytes: &[u8], stall: Duration) -> io::Result<()> {
+    while !bytes.is_empty() {
+        // SAFETY: the pointer and length describe the live slice `bytes`,
+        // which send only reads; `fd` is borrowed, so it is open for the
+        // call.
+        let sent = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if let Ok(sent) = usize::try_from(sent) {
+            bytes = &bytes[sent.min(bytes.len())..];
+            continue;
+        }
+        let error = io::Error::last_os_error();
+        match error.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => {
+                if !wait_writable(fd, stall)? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the peer took nothing for {} s", stall.as_secs()),
+                    ));
+                }
+            }
+            _ => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Waits until `fd` can take more bytes, or for `timeout`; false if the
+/// time ran out. A hung-up peer counts as writable: the next send reports
+/// the error.
+fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let mut entry = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    loop {
+        // SAFETY: `entry` is one valid, initialised pollfd that outlives
+        // the call; the descriptor is borrowed, so it stays open.
+        let ready = unsafe { libc::poll(&raw mut entry, 1, timeout_ms) };
+        if ready >= 0 {
+            return Ok(ready > 0);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
 /// Puts the calling thread, and the threads it creates from now on, in the
 /// `SCHED_BATCH` scheduling class. A relay thread that is woken for every
 /// request is then not preempted as eagerly, which measured about a quarter
@@ -294,6 +356,43 @@ mod tests {
     use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn send_all_waits_for_a_slow_reader_and_delivers_every_byte() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        // Far more than a socket buffer holds, so that sends must wait.
+        let sent: Vec<u8> = (0..4_000_000_u32).map(|i| (i % 251) as u8).collect();
+        let reader = std::thread::spawn(move || {
+            let mut received = Vec::new();
+            let mut chunk = vec![0u8; 65536];
+            loop {
+                std::thread::sleep(Duration::from_millis(1));
+                match std::io::Read::read(&mut &theirs, &mut chunk).unwrap() {
+                    0 => return received,
+                    n => received.extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        send_all(ours.as_fd(), &sent, Duration::from_secs(30)).unwrap();
+        drop(ours);
+        assert!(reader.join().unwrap() == sent);
+    }
+
+    #[test]
+    fn send_all_gives_up_on_a_peer_that_takes_nothing() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let big = vec![0u8; 4_000_000];
+        let error = send_all(ours.as_fd(), &big, Duration::from_millis(50)).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn send_all_to_a_closed_peer_fails_at_once() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        drop(theirs);
+        let error = send_all(ours.as_fd(), b"x", Duration::from_secs(30)).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
+    }
 
     #[test]
     fn half_close_is_not_a_hangup_but_full_close_is() {
