@@ -33,7 +33,7 @@ use crate::limits::{
     ANSWER_READ_WAIT, BUFFER_RELEASE_DELAY, IDLE_READ_SLACK, MAX_PIPELINED, UPSTREAM_WRITE_STALL,
 };
 use crate::policy;
-use crate::relay::{self, RelayError, Relayed, Responses};
+use crate::relay::{self, RelayError, Relayed, Responses, SpliceError};
 use crate::reply;
 use crate::request::{self, Request};
 use crate::stats::Stats;
@@ -230,7 +230,9 @@ impl Connection {
             return None;
         }
         let upstream = self.upstream.as_ref()?;
-        let read = self.responses.fill(upstream);
+        let Received::Read(read) = receive(&mut self.responses, upstream, &self.client) else {
+            return Some(Flow::Stop);
+        };
         if matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
             self.waits.answer_is_slow = true;
             return Some(Flow::Continue);
@@ -469,8 +471,10 @@ impl Connection {
         let Some(upstream) = &self.upstream else {
             return Flow::Continue;
         };
-        let read = self.responses.fill(upstream);
-        self.on_upstream_read(read)
+        match receive(&mut self.responses, upstream, &self.client) {
+            Received::Read(read) => self.on_upstream_read(read),
+            Received::ClientGone => Flow::Stop,
+        }
     }
 
     /// What a read of the daemon connection gave: answers to relay, its
@@ -621,6 +625,31 @@ impl Connection {
         }
         self.context.stats.count_denial(denial.reason);
         decisions::denied(&self.caller, denial);
+    }
+}
+
+/// What one read of the daemon connection gave.
+enum Received {
+    /// Bytes read (into the buffer, or moved on to the client), the end of
+    /// input, or the read's error.
+    Read(io::Result<usize>),
+    /// Moving body bytes on to the client failed: it is gone.
+    ClientGone,
+}
+
+/// Reads the daemon's next bytes: a long stretch of body goes straight on
+/// to the client with splice(2), anything else into the buffer.
+fn receive(responses: &mut Responses, upstream: &UnixStream, client: &UnixStream) -> Received {
+    let Some(len) = responses.splice_len(client) else {
+        return Received::Read(responses.fill(upstream));
+    };
+    match responses.splice(upstream, client, len) {
+        Ok(moved) => Received::Read(Ok(moved)),
+        Err(SpliceError::Upstream(e)) => Received::Read(Err(e)),
+        Err(SpliceError::Client(e)) => {
+            debug!("close the client left in the middle of an answer: {e}");
+            Received::ClientGone
+        }
     }
 }
 

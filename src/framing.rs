@@ -99,6 +99,39 @@ impl Body {
         *self == Body::Done
     }
 
+    /// How many of the next bytes are body data that the framing needs not
+    /// see (the rest of a Content-Length body or of a chunk, or a body that
+    /// runs until close); `None` when the next byte is framing.
+    pub fn opaque_len(&self) -> Option<u64> {
+        match self {
+            Body::Length(remaining) | Body::Chunked(Chunk::Data(remaining)) => Some(*remaining),
+            Body::UntilClose => Some(u64::MAX),
+            Body::Done | Body::Chunked(_) => None,
+        }
+    }
+
+    /// Accounts for `n` bytes of body data passed on unseen; `n` is at most
+    /// [`Body::opaque_len`].
+    pub fn skip_opaque(&mut self, n: u64) {
+        match self {
+            Body::Length(remaining) => {
+                *remaining -= n.min(*remaining);
+                if *remaining == 0 {
+                    *self = Body::Done;
+                }
+            }
+            Body::Chunked(state) => {
+                if let Chunk::Data(remaining) = state {
+                    *remaining -= n.min(*remaining);
+                    if *remaining == 0 {
+                        *state = Chunk::DataCr;
+                    }
+                }
+            }
+            Body::UntilClose | Body::Done => {}
+        }
+    }
+
     /// Follows the body over `data` and returns how many of its bytes belong
     /// to this body; the rest belongs to the next response.
     pub fn advance(&mut self, data: &[u8]) -> Result<usize, FramingError> {
@@ -198,6 +231,34 @@ fn parse_length(value: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skipping_opaque_bytes_ends_where_reading_them_would() {
+        let mut seen = Body::Length(10);
+        let mut skipped = Body::Length(10);
+        assert_eq!(skipped.opaque_len(), Some(10));
+        seen.advance(&[0; 4]).unwrap();
+        skipped.skip_opaque(4);
+        assert_eq!(seen, skipped);
+        skipped.skip_opaque(6);
+        assert!(skipped.is_done());
+
+        let mut chunked = Body::Chunked(Chunk::Size(0, 0));
+        assert_eq!(chunked.opaque_len(), None, "a chunk size is framing");
+        chunked.advance(b"5\r\n").unwrap();
+        assert_eq!(chunked.opaque_len(), Some(5));
+        chunked.skip_opaque(5);
+        assert_eq!(
+            chunked.opaque_len(),
+            None,
+            "the CRLF after the data is framing"
+        );
+        assert_eq!(chunked.advance(b"\r\n0\r\n\r\n").unwrap(), 7);
+        assert!(chunked.is_done());
+
+        assert_eq!(Body::UntilClose.opaque_len(), Some(u64::MAX));
+        assert_eq!(Body::Done.opaque_len(), None);
+    }
 
     fn header<'a>(name: &'a str, value: &'a str) -> httparse::Header<'a> {
         httparse::Header {

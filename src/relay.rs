@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::buffer::Buffer;
 use crate::framing::{Body, FramingError};
 use crate::limits::{MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEAD_BYTES};
-use crate::sys;
+use crate::sys::{self, SplicePipe};
 
 /// The first allocation of the response buffer: a JSON answer of a few
 /// kilobytes (head and body) fits in one read, and a busy stream grows it.
@@ -26,6 +26,20 @@ use crate::sys;
 /// writes and a second wake-up of the thread (2.45 polls per request under
 /// h2load, against 2 now), which cost about a tenth of the keep-alive rate.
 const INITIAL_BYTES: usize = 16 * 1024;
+
+/// Bodies with less than this left are read into the buffer: two splice
+/// calls cost more than a read and a write of a few kilobytes.
+const SPLICE_MIN: u64 = 64 * 1024;
+
+/// Why bytes moved with splice(2) did not arrive.
+#[derive(Debug)]
+pub enum SpliceError {
+    /// Reading from the daemon failed (`WouldBlock`: nothing came within
+    /// the read timeout).
+    Upstream(io::Error),
+    /// Writing to the client failed: it is gone.
+    Client(io::Error),
+}
 
 /// How a relayed response left the daemon connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +80,8 @@ pub struct Responses {
     written: u64,
     /// How long a client may take no bytes before it counts as gone.
     client_stall: Duration,
+    /// The pipe that long bodies go through, made at the first one.
+    pipe: Option<SplicePipe>,
 }
 
 impl Responses {
@@ -79,6 +95,7 @@ impl Responses {
             answered: false,
             written: 0,
             client_stall,
+            pipe: None,
         }
     }
 
@@ -113,6 +130,59 @@ impl Responses {
                 other => return other,
             }
         }
+    }
+
+    /// How many bytes of the current body can go straight from the daemon to
+    /// the client with [`Responses::splice`]: some of a long stretch of body
+    /// data that the framing needs not see, when nothing is buffered. `None`
+    /// when the next bytes must be read into the buffer (a head, chunk
+    /// framing, a short rest), or no pipe can be had.
+    ///
+    /// The first time, it makes the pipe and gives `client` a send timeout
+    /// of the client stall limit: a move into the client's socket blocks
+    /// while its buffer is full, and a client that reads nothing must not
+    /// hold the thread.
+    pub fn splice_len(&mut self, client: &UnixStream) -> Option<usize> {
+        if !self.input.is_empty() {
+            return None;
+        }
+        let left = self.body.as_ref()?.opaque_len()?;
+        if left < SPLICE_MIN {
+            return None;
+        }
+        if self.pipe.is_none() {
+            // Out of descriptors, say: the buffer does the job, slower.
+            client.set_write_timeout(Some(self.client_stall)).ok()?;
+            self.pipe = sys::splice_pipe().ok();
+        }
+        let capacity = self.pipe.as_ref()?.capacity;
+        Some(usize::try_from(left).map_or(capacity, |left| left.min(capacity)))
+    }
+
+    /// Moves up to `len` bytes of the current body (at most
+    /// [`Responses::splice_len`]) from the daemon to the client through the
+    /// pipe, without copying them into the process: it does for a stream
+    /// what a read into the buffer and [`Responses::advance`] do, byte for
+    /// byte. Returns how many moved; `Ok(0)` when the daemon closed.
+    pub fn splice(
+        &mut self,
+        upstream: &UnixStream,
+        client: &UnixStream,
+        len: usize,
+    ) -> Result<usize, SpliceError> {
+        let (Some(pipe), Some(body)) = (&self.pipe, &mut self.body) else {
+            return Ok(0);
+        };
+        let moved = sys::splice_from_socket(upstream.as_fd(), pipe.into.as_fd(), len)
+            .map_err(SpliceError::Upstream)?;
+        if moved > 0 {
+            sys::splice_to_socket(pipe.out.as_fd(), client.as_fd(), moved, self.client_stall)
+                .map_err(SpliceError::Client)?;
+            body.skip_opaque(moved as u64);
+            self.answered = true;
+            self.written += moved as u64;
+        }
+        Ok(moved)
     }
 
     /// Relays what is buffered of the response to the oldest outstanding

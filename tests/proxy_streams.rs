@@ -228,3 +228,44 @@ fn many_concurrent_clients_are_all_served() {
     assert_eq!(daemon.requests().len(), 250);
     assert_eq!(daemon.connections(), 50);
 }
+
+#[test]
+fn a_client_that_stops_reading_a_long_answer_is_given_up_after_the_idle_timeout() {
+    // 32 MiB is far more than the socket buffers and the proxy's pipe hold,
+    // so the proxy must wait on the client, and give up on it.
+    let size = 32 * 1024 * 1024;
+    let mut with_length = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n").into_bytes();
+    with_length.resize(with_length.len() + size, b'x');
+    let mut chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    while chunked.len() < size {
+        chunked.extend_from_slice(b"3e8\r\n");
+        chunked.resize(chunked.len() + 1000, b'y');
+        chunked.extend_from_slice(b"\r\n");
+    }
+    let daemon = FakeDaemon::start();
+    daemon.respond(move |req| {
+        Reply::Raw(if req.target.contains("/logs") {
+            with_length.clone()
+        } else {
+            chunked.clone()
+        })
+    });
+    let proxy = Proxy::start(&daemon, &["--idle-timeout", "1"]);
+    // A long Content-Length body goes through splice(2), small chunks
+    // through the buffer: both must give up on a client that reads nothing.
+    for target in ["/v1.41/containers/abc/logs?stdout=1", "/v1.41/events"] {
+        let mut client = proxy.connect();
+        client.send(&get(target));
+        thread::sleep(Duration::from_secs(4));
+        let socket = client.socket();
+        socket.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut received = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut &*socket, &mut received);
+        assert!(
+            received.len() < size,
+            "{target}: the proxy went on writing to a client that read nothing for 4 s \
+             with --idle-timeout 1 ({} bytes arrived)",
+            received.len()
+        );
+    }
+}
