@@ -163,7 +163,8 @@ impl Responses {
     /// [`Responses::splice_len`]) from the daemon to the client through the
     /// pipe, without copying them into the process: it does for a stream
     /// what a read into the buffer and [`Responses::advance`] do, byte for
-    /// byte. Returns how many moved; `Ok(0)` when the daemon closed.
+    /// byte. Returns how many moved; `Ok(0)` when the daemon closed. Call
+    /// it only with a length that `splice_len` gave.
     pub fn splice(
         &mut self,
         upstream: &UnixStream,
