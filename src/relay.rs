@@ -81,7 +81,18 @@ pub struct Responses {
     /// How long a client may take no bytes before it counts as gone.
     client_stall: Duration,
     /// The pipe that long bodies go through, made at the first one.
-    pipe: Option<SplicePipe>,
+    pipe: Pipe,
+}
+
+/// The splice pipe of a connection.
+#[derive(Debug)]
+enum Pipe {
+    /// No long body yet.
+    NotYet,
+    Ready(SplicePipe),
+    /// None could be had, or only one too small to beat copying (the
+    /// user's pipe quota is spent): long bodies go through the buffer.
+    Unavailable,
 }
 
 impl Responses {
@@ -95,7 +106,7 @@ impl Responses {
             answered: false,
             written: 0,
             client_stall,
-            pipe: None,
+            pipe: Pipe::NotYet,
         }
     }
 
@@ -150,13 +161,22 @@ impl Responses {
         if left < SPLICE_MIN {
             return None;
         }
-        if self.pipe.is_none() {
+        if let Pipe::NotYet = self.pipe {
             // Out of descriptors, say: the buffer does the job, slower.
-            client.set_write_timeout(Some(self.client_stall)).ok()?;
-            self.pipe = sys::splice_pipe().ok();
+            self.pipe = match sys::splice_pipe() {
+                Ok(pipe)
+                    if pipe.capacity as u64 >= SPLICE_MIN
+                        && client.set_write_timeout(Some(self.client_stall)).is_ok() =>
+                {
+                    Pipe::Ready(pipe)
+                }
+                _ => Pipe::Unavailable,
+            };
         }
-        let capacity = self.pipe.as_ref()?.capacity;
-        Some(usize::try_from(left).map_or(capacity, |left| left.min(capacity)))
+        let Pipe::Ready(pipe) = &self.pipe else {
+            return None;
+        };
+        Some(usize::try_from(left).map_or(pipe.capacity, |left| left.min(pipe.capacity)))
     }
 
     /// Moves up to `len` bytes of the current body (at most
@@ -171,7 +191,7 @@ impl Responses {
         client: &UnixStream,
         len: usize,
     ) -> Result<usize, SpliceError> {
-        let (Some(pipe), Some(body)) = (&self.pipe, &mut self.body) else {
+        let (Pipe::Ready(pipe), Some(body)) = (&self.pipe, &mut self.body) else {
             return Ok(0);
         };
         let moved = sys::splice_from_socket(upstream.as_fd(), pipe.into.as_fd(), len)
