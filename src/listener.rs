@@ -150,15 +150,17 @@ impl Acceptance {
     /// refuses it at the connection cap.
     fn take(&self, client: UnixStream) {
         let stats = &self.context.stats;
-        if usize::try_from(Stats::get(&stats.active)).unwrap_or(usize::MAX) >= self.max_connections
-        {
+        // Counted before the check, so that threads accepting at the same
+        // moment cannot together pass the cap.
+        let before = stats.active.fetch_add(1, Ordering::AcqRel);
+        if usize::try_from(before).unwrap_or(usize::MAX) >= self.max_connections {
+            stats.active.fetch_sub(1, Ordering::AcqRel);
             refuse_at_limit(&client, stats, self.max_connections);
             return;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let peer = sys::peer_credentials(client.as_fd());
         let client = Arc::new(client);
-        stats.active.fetch_add(1, Ordering::AcqRel);
         self.registry.shard(id).insert(id, Arc::clone(&client));
         let _registration = Registration {
             id,
