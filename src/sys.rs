@@ -192,19 +192,10 @@ pub fn poll_two(
     let timeout_ms = timeout.map_or(-1, |t| {
         i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
     });
-    loop {
-        // SAFETY: `entries` holds at least `count` valid, initialised pollfds
-        // and outlives the call; the descriptors are borrowed, so they stay
-        // open for its duration.
-        let ready = unsafe { libc::poll(entries.as_mut_ptr(), count, timeout_ms) };
-        if ready >= 0 {
-            break;
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
-        }
-    }
+    // SAFETY: `entries` holds at least `count` valid, initialised pollfds
+    // and outlives the call; the descriptors are borrowed, so they stay open
+    // for its duration.
+    retrying(|| unsafe { libc::poll(entries.as_mut_ptr(), count, timeout_ms) })?;
     let hung_up = libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
     let report = |e: &libc::pollfd| Ready {
         readable: e.revents & libc::POLLIN != 0,
@@ -234,19 +225,18 @@ pub fn send_all(fd: BorrowedFd<'_>, mut bytes: &[u8], stall: Duration) -> io::Re
                 libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
             )
         };
-        if let Ok(sent) = usize::try_from(sent) {
-            bytes = &bytes[sent.min(bytes.len())..];
-            continue;
-        }
-        let error = io::Error::last_os_error();
-        match error.kind() {
-            io::ErrorKind::Interrupted => {}
-            io::ErrorKind::WouldBlock => {
+        match outcome(sent) {
+            Ok(sent) => {
+                let sent = usize::try_from(sent).unwrap_or(0);
+                bytes = &bytes[sent.min(bytes.len())..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if !wait_writable(fd, stall)? {
                     return Err(stalled(stall));
                 }
             }
-            _ => return Err(error),
+            Err(e) => return Err(e),
         }
     }
     Ok(())
@@ -274,14 +264,7 @@ const SPLICE_PIPE_BYTES: libc::c_int = 1024 * 1024;
 /// allows up to 1 MiB; when the user's pipe quota is used up
 /// (/proc/sys/fs/pipe-user-pages-soft) it keeps the size the kernel gave.
 pub fn splice_pipe() -> io::Result<SplicePipe> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by no
-    // one else; each OwnedFd takes one and closes it when dropped.
-    let (out, into) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (out, into) = pipe(libc::O_CLOEXEC)?;
     // SAFETY: F_SETPIPE_SZ and F_GETPIPE_SZ take and return plain integers;
     // `into` is open (owned above).
     let capacity = unsafe {
@@ -308,27 +291,7 @@ pub fn splice_from_socket(
     pipe_in: BorrowedFd<'_>,
     len: usize,
 ) -> io::Result<usize> {
-    loop {
-        // SAFETY: both descriptors are borrowed, so open for the call; null
-        // offsets are required for sockets and pipes.
-        let moved = unsafe {
-            libc::splice(
-                from.as_raw_fd(),
-                std::ptr::null_mut(),
-                pipe_in.as_raw_fd(),
-                std::ptr::null_mut(),
-                len,
-                libc::SPLICE_F_MOVE,
-            )
-        };
-        if let Ok(moved) = usize::try_from(moved) {
-            return Ok(moved);
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
-        }
-    }
+    splice(from, pipe_in, len, libc::SPLICE_F_MOVE)
 }
 
 /// Moves exactly `len` bytes from the pipe `pipe_out` (its read end) to the
@@ -343,33 +306,43 @@ pub fn splice_to_socket(
     stall: Duration,
 ) -> io::Result<()> {
     while len > 0 {
-        // SAFETY: both descriptors are borrowed, so open for the call; null
-        // offsets are required for pipes and sockets.
-        let moved = unsafe {
-            libc::splice(
-                pipe_out.as_raw_fd(),
-                std::ptr::null_mut(),
-                to.as_raw_fd(),
-                std::ptr::null_mut(),
-                len,
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-            )
-        };
-        match usize::try_from(moved) {
+        match splice(
+            pipe_out,
+            to,
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        ) {
             Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
             Ok(moved) => len -= moved.min(len),
-            Err(_) => {
-                let error = io::Error::last_os_error();
-                match error.kind() {
-                    io::ErrorKind::Interrupted => {}
-                    // The send timeout passed with nothing taken.
-                    io::ErrorKind::WouldBlock => return Err(stalled(stall)),
-                    _ => return Err(error),
-                }
-            }
+            // The send timeout passed with nothing taken.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(stalled(stall)),
+            Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// One splice(2) of up to `len` bytes from `from` to `to`, one of which is
+/// a pipe, retried when a signal interrupts it.
+fn splice(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    len: usize,
+    flags: libc::c_uint,
+) -> io::Result<usize> {
+    // SAFETY: both descriptors are borrowed, so open for the call; null
+    // offsets are what splice takes for pipes and sockets.
+    let moved = retrying(|| unsafe {
+        libc::splice(
+            from.as_raw_fd(),
+            std::ptr::null_mut(),
+            to.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            flags,
+        )
+    })?;
+    usize::try_from(moved).map_err(io::Error::other)
 }
 
 fn stalled(stall: Duration) -> io::Error {
@@ -389,18 +362,40 @@ fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
         revents: 0,
     };
     let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: `entry` is one valid, initialised pollfd that outlives the
+    // call; the descriptor is borrowed, so it stays open.
+    let ready = retrying(|| unsafe { libc::poll(&raw mut entry, 1, timeout_ms) })?;
+    Ok(ready > 0)
+}
+
+/// The result of a system call that returns -1 and sets errno on failure.
+fn outcome<T: Copy + Default + PartialOrd>(result: T) -> io::Result<T> {
+    if result < T::default() {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(result)
+    }
+}
+
+/// Makes a system call until a signal does not interrupt it (EINTR).
+fn retrying<T: Copy + Default + PartialOrd>(mut call: impl FnMut() -> T) -> io::Result<T> {
     loop {
-        // SAFETY: `entry` is one valid, initialised pollfd that outlives
-        // the call; the descriptor is borrowed, so it stays open.
-        let ready = unsafe { libc::poll(&raw mut entry, 1, timeout_ms) };
-        if ready >= 0 {
-            return Ok(ready > 0);
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
+        match outcome(call()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
         }
     }
+}
+
+/// A pipe with `flags` (O_CLOEXEC and more) for pipe2(2): its read end,
+/// then its write end.
+fn pipe(flags: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    outcome(unsafe { libc::pipe2(fds.as_mut_ptr(), flags) })?;
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by no
+    // one else; each OwnedFd takes one and closes it when dropped.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Puts the calling thread, and the threads it creates from now on, in the
@@ -434,14 +429,8 @@ pub fn use_batch_scheduling() -> io::Result<()> {
 /// byte to the second file makes the first readable. Both ends are
 /// close-on-exec and non-blocking, so that a wake-up never blocks the writer.
 pub fn wake_pipe() -> io::Result<(File, File)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by no
-    // one else; each File takes one and closes it when dropped.
-    Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
+    let (read, write) = pipe(libc::O_CLOEXEC | libc::O_NONBLOCK)?;
+    Ok((File::from(read), File::from(write)))
 }
 
 /// Raises the soft limit on open files to the hard limit and returns the new
