@@ -35,9 +35,10 @@ pub const ANSWER_READ_WAIT: Duration = Duration::from_millis(10);
 /// next request of a busy client, before it gives them back.
 pub const BUFFER_RELEASE_DELAY: Duration = Duration::from_millis(10);
 
-/// A wait for the next request is done as a blocking read with the idle
-/// limit as its timeout only if it starts within this of the last answer;
-/// otherwise poll(2) waits until the idle deadline itself.
+/// A wait for the next request is done in blocking reads (first for
+/// [`BUFFER_RELEASE_DELAY`], then for the rest of the idle limit) only if
+/// it starts within this of the last answer, since the read timeouts count
+/// from then; otherwise poll(2) waits until the idle deadline itself.
 pub const IDLE_READ_SLACK: Duration = Duration::from_millis(100);
 
 /// How long a write of a request head to the daemon may wait while the

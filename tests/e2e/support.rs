@@ -165,12 +165,7 @@ fn excerpt(text: &str) -> &str {
 
 /// Runs `command` with no stdin, killing it at `deadline`.
 pub fn run(command: &mut Command, deadline: Duration) -> Output {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"));
+    let mut child = spawn_piped(command);
     let stdout = drain(child.stdout.take().expect("piped stdout"));
     let stderr = drain(child.stderr.take().expect("piped stderr"));
 
@@ -194,6 +189,16 @@ pub fn run(command: &mut Command, deadline: Duration) -> Output {
     }
 }
 
+/// Starts `command` with no stdin and both outputs piped.
+fn spawn_piped(command: &mut Command) -> Child {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"))
+}
+
 /// Reads a pipe to its end on a thread of its own.
 fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
     thread::spawn(move || {
@@ -215,12 +220,7 @@ pub struct Streaming {
 impl Streaming {
     /// Starts `command`.
     pub fn start(command: &mut Command) -> Streaming {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"));
+        let mut child = spawn_piped(command);
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = drain(child.stderr.take().expect("piped stderr"));
         let (sender, lines) = mpsc::channel();
