@@ -271,8 +271,8 @@ impl Connection {
             }
             read = self.reader.fill(&mut &*self.client);
             if matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
-                debug!("idle {} closed after the idle limit", self.caller);
-                return Some(Flow::Stop);
+                // The idle limit passed between requests.
+                return Some(self.on_deadline());
             }
         }
         self.on_client_read(false, read);
