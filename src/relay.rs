@@ -11,6 +11,7 @@
 //! of the current response that gave.
 
 use std::io::{self, Read};
+use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -255,9 +256,16 @@ impl Responses {
         if self.input.is_empty() {
             return Ok(false);
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        let head_len = match response.parse(self.input.data()) {
+        // Uninitialised, as in request.rs: httparse writes what it returns.
+        let mut headers =
+            [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            self.input.data(),
+            &mut headers,
+        );
+        let head_len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if self.input.data().len() >= MAX_RESPONSE_HEAD_BYTES => {
                 return Err(upstream_problem(
