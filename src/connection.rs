@@ -38,6 +38,7 @@ use crate::reply;
 use crate::request::{self, Request};
 use crate::stats::Stats;
 use crate::sys::{self, Peer};
+use crate::target::Target;
 use crate::whitelist::Whitelist;
 
 /// What every connection shares: the settings and the totals.
@@ -94,7 +95,9 @@ struct Outstanding {
     head_request: bool,
     /// The request, for the message of a 502.
     method: &'static str,
-    target: String,
+    /// Moved from the parsed request rather than formatted: only an error
+    /// shows it.
+    target: Target,
 }
 
 struct Connection {
@@ -418,9 +421,9 @@ impl Connection {
         self.out.clear();
         forward::write_head(&allowed.request, &mut self.out);
         let close = allowed.request.close;
-        let pending = outstanding(&allowed.request);
+        let pending = outstanding(allowed.request);
         if let Err(denial) = self.send_head() {
-            return denial.map(|d| d.of_request(pending.method, &pending.target));
+            return denial.map(|d| d.of_request(pending.method, &pending.target.to_string()));
         }
 
         Stats::bump(&self.context.stats.allowed);
@@ -561,7 +564,7 @@ impl Connection {
                 self.context.upstream.display()
             ),
         )
-        .of_request(front.method, &front.target);
+        .of_request(front.method, &front.target.to_string());
         let head_request = front.head_request;
         self.log_denied(&denial);
         if !answered {
@@ -653,11 +656,11 @@ fn receive(responses: &mut Responses, upstream: &UnixStream, client: &UnixStream
     }
 }
 
-fn outstanding(request: &Request<'_>) -> Outstanding {
+fn outstanding(request: Request<'_>) -> Outstanding {
     Outstanding {
         head_request: request.method == request::Method::Head,
         method: request.method.as_str(),
-        target: request.target.to_string(),
+        target: request.target,
     }
 }
 
