@@ -58,9 +58,11 @@ pub fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<Peer> {
 /// `WouldBlock` after `timeout` (SO_RCVTIMEO, which Linux applies to accept
 /// on unix sockets). std sets this only on connected streams.
 pub fn set_accept_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
+    // The field types are left to inference: naming libc's time_t and
+    // suseconds_t is deprecated on musl, whose aliases are to change.
     let value = libc::timeval {
-        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_usec: libc::suseconds_t::from(timeout.subsec_micros().try_into().unwrap_or(0_i32)),
+        tv_sec: timeout.as_secs().try_into().unwrap_or(i32::MAX.into()),
+        tv_usec: timeout.subsec_micros().into(),
     };
     let len = libc::socklen_t::try_from(std::mem::size_of::<libc::timeval>())
         .map_err(io::Error::other)?;
