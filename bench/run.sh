@@ -5,6 +5,7 @@
 #
 #   sudo bash bench/run.sh [--quick] [--out FILE] [--no-build] [--no-musl]
 #                          [--wait-quiet MINUTES] [--quiet-load LOAD] [--keep]
+#                          [--oha PATH]
 #
 # Run as root on Debian. It installs what is missing (nginx-light, haproxy,
 # nghttp2-client, curl, gcc, musl-tools) with apt-get, builds docker-filter
@@ -23,6 +24,9 @@
 #                       and the CPUs to be at least 90% idle
 #   --quiet-load LOAD   what counts as quiet [0.5]
 #   --keep              keep the scratch folder (configs, raw outputs)
+#   --oha PATH          also measure 64 keep-alive connections with this oha
+#                       binary (a second load generator; not in Debian:
+#                       `cargo install oha --locked`)
 #
 # Measures, for (1) nginx directly, (2) docker-filter, (3) HAProxy:
 #   keep-alive requests/s with 1, 16 and 64 connections (h2load --h1);
@@ -51,6 +55,7 @@ QUICK=0
 BUILD=1
 MUSL=1
 KEEP=0
+OHA=
 WAIT_QUIET=0
 QUIET_LOAD=0.5
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -62,6 +67,7 @@ while [[ $# -gt 0 ]]; do
         --no-build) BUILD=0 ;;
         --no-musl) MUSL=0 ;;
         --keep) KEEP=1 ;;
+        --oha) OHA=${2:?--oha needs the path of an oha binary}; shift ;;
         --wait-quiet) WAIT_QUIET=${2:?--wait-quiet needs minutes}; shift ;;
         --quiet-load) QUIET_LOAD=${2:?--quiet-load needs a load average}; shift ;;
         -h|--help) usage 0 ;;
@@ -114,6 +120,10 @@ for tool in nginx haproxy h2load curl gcc readelf; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
 done
 command -v cargo >/dev/null || die "cargo is not installed (rustup, Rust 1.85 or newer)"
+if [[ -n $OHA ]]; then
+    [[ -x $OHA ]] || die "--oha $OHA: not an executable file (cargo install oha --locked puts it in ~/.cargo/bin)"
+    "$OHA" --version >/dev/null 2>&1 || die "--oha $OHA: \`$OHA --version\` failed"
+fi
 
 # ---------------------------------------------------------------------------
 # Build.
@@ -852,6 +862,39 @@ for c in "${CONNS[@]}"; do
     done
 done
 
+# oha_run SETUP REQUESTS: 64 keep-alive connections with oha; sets RATE and
+# BUSY; records a failure unless every answer was a 200.
+oha_run() {
+    local s=$1 n=$2 out=$T/oha.$1.json codes
+    timed "$T/oha.$1.log" "$OHA" --no-tui --output-format json -o "$out" \
+        --unix-socket "$(sock_of "$s")" -c 64 -n "$n" "http://localhost$JSON_PATH"
+    # The JSON is pretty-printed; flattened, its two fields are one match each.
+    RATE=$(tr -d ' \n' <"$out" 2>/dev/null | grep -o '"requestsPerSec":[0-9.]*' | awk -F: '{ printf "%.2f", $2 }' || true)
+    codes=$(tr -d ' \n' <"$out" 2>/dev/null | grep -o '"statusCodeDistribution":{[^}]*}' || true)
+    if [[ -z $RATE || $codes != "\"statusCodeDistribution\":{\"200\":$n}" ]]; then
+        fail "$s, oha, 64 connections: $n requests, answers ${codes:-unknown} ($(tr '\n' ' ' <"$T/oha.$1.log" | cut -c1-300))"
+        RATE=0
+    fi
+}
+
+if [[ -n $OHA ]]; then
+    declare -A OHA_RATES OHA_BUSY
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for s in "${SETUPS[@]}"; do
+            oha_run "$s" "${KA_N[$s:64]}"
+            say "oha round $round, 64 conn, $s: $RATE req/s (oha ${BUSY}% of a core)"
+            OHA_RATES[$s]+=" $RATE"
+            OHA_BUSY[$s]+=" $BUSY"
+        done
+    done
+    for s in "${SETUPS[@]}"; do
+        # shellcheck disable=SC2086
+        R[ka64oha:$s]=$(median ${OHA_RATES[$s]})
+        # shellcheck disable=SC2086
+        D[ohabusy:$s]=$(median ${OHA_BUSY[$s]})
+    done
+fi
+
 # ---------------------------------------------------------------------------
 say "new connection per request: $NEWCONN_THREADS threads, ${NEWCONN_SECS}s per run"
 declare -A NC_RATES NC_BUSY NC_USPR
@@ -1010,6 +1053,9 @@ ROWS=(
     "musl|binary bytes, static musl build (${D[binlink:musl]})|%.0f|0"
     "ready|start to accepting connections, ms, median of $READY_RUNS|%.2f|0"
 )
+if [[ -n $OHA ]]; then
+    ROWS=("${ROWS[@]:0:3}" "ka64oha|keep-alive req/s, 64 connections, oha|%.0f|1" "${ROWS[@]:3}")
+fi
 
 fmt() { [[ $2 == - || -z $2 ]] && { echo -; return; }; awk -v f="$1" -v v="$2" 'BEGIN { printf f, v }'; }
 ratio() { # A B
@@ -1037,6 +1083,10 @@ pass() { awk "BEGIN { exit !($1) }" && echo pass || echo FAIL; }
         printf 'keep-alive rate, %s connection(s), at least HAProxy'"'"'s\t%s\t%s vs %s req/s\n' "$c" \
             "$(pass "${R[ka$c:df]} >= ${R[ka$c:haproxy]}")" "$(fmt %.0f "${R[ka$c:df]}")" "$(fmt %.0f "${R[ka$c:haproxy]}")"
     done
+    if [[ -n $OHA ]]; then
+        printf 'keep-alive rate, 64 connection(s) with oha, at least HAProxy'"'"'s\t%s\t%s vs %s req/s\n' \
+            "$(pass "${R[ka64oha:df]} >= ${R[ka64oha:haproxy]}")" "$(fmt %.0f "${R[ka64oha:df]}")" "$(fmt %.0f "${R[ka64oha:haproxy]}")"
+    fi
     printf 'new connection per request rate, at least HAProxy'"'"'s\t%s\t%s vs %s req/s\n' \
         "$(pass "${R[newconn:df]} >= ${R[newconn:haproxy]}")" "$(fmt %.0f "${R[newconn:df]}")" "$(fmt %.0f "${R[newconn:haproxy]}")"
     printf 'streaming at least 0.9x the fastest relay\t%s\t%s vs %s MB/s (HAProxy)\n' \
@@ -1061,6 +1111,7 @@ DIAG=$T/diag.tsv
     for c in 1 16 64; do
         printf 'h2load, keep-alive, %s connection(s)\t%s\t%s\t%s\n' "$c" "${D[kabusy$c:direct]}" "${D[kabusy$c:df]}" "${D[kabusy$c:haproxy]}"
     done
+    [[ -z $OHA ]] || printf 'oha, keep-alive, 64 connection(s)\t%s\t%s\t%s\n' "${D[ohabusy:direct]}" "${D[ohabusy:df]}" "${D[ohabusy:haproxy]}"
     printf 'loadgen, new connection per request (%s threads)\t%s\t%s\t%s\n' "$NEWCONN_THREADS" "${D[ncbusy:direct]}" "${D[ncbusy:df]}" "${D[ncbusy:haproxy]}"
     printf 'curl, 512 MiB stream\t%s\t%s\t%s\n' "${D[stbusy:direct]}" "${D[stbusy:df]}" "${D[stbusy:haproxy]}"
 } >"$DIAG"
@@ -1107,7 +1158,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "- command: \`bash bench/run.sh$ARGS_TEXT\`"
     echo "- docker-filter: $DF_VERSION"
     echo "- machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
-    echo "- tools: $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v | head -n1 | awk '{ print $1, $2, $3 }'), $(h2load --version | head -n1), $(curl --version | head -n1 | awk '{ print $1, $2 }'), $(rustc --version)"
+    echo "- tools: $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v | head -n1 | awk '{ print $1, $2, $3 }'), $(h2load --version | head -n1), $(curl --version | head -n1 | awk '{ print $1, $2 }'),${OHA:+ $("$OHA" --version | head -n1),} $(rustc --version)"
     echo "- load average (1, 5, 15 min): before $LOAD_BEFORE, after $LOAD_AFTER"
     echo "- CPU idle over 2 s (all CPUs; what other work left free): before ${IDLE_BEFORE}%, after ${IDLE_AFTER}%"
     echo "- upstream: nginx, 1 worker, $JSON_BYTES-byte JSON at $JSON_PATH, $((STREAM_BYTES >> 20)) MiB at $STREAM_PATH"
