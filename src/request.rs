@@ -6,10 +6,11 @@
 //! whose `POST` carries a JSON body, is told that the socket is read-only.
 //! Nothing here looks at the whitelist; see `policy.rs`.
 
+use std::mem::MaybeUninit;
+
 use crate::denial::{Denial, Reason};
 use crate::limits::MAX_HEADERS;
 use crate::target::{self, Target};
-use std::mem::MaybeUninit;
 
 /// The only methods that can ever be forwarded. There is no variant for
 /// anything else, so no configuration can make the proxy write.
