@@ -36,7 +36,6 @@ fn heavy() -> MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Sends `target` on `client` and checks that the daemon answered it.
 /// Opens `n` `/events` streams through `proxy` and waits until the fake
 /// daemon holds all of them open.
 fn open_streams(proxy: &Proxy, daemon: &FakeDaemon, n: usize) -> Vec<Client> {
@@ -57,6 +56,7 @@ fn open_streams(proxy: &Proxy, daemon: &FakeDaemon, n: usize) -> Vec<Client> {
     clients
 }
 
+/// Sends `target` on `client` and checks that the daemon answered it.
 fn assert_served(client: &mut Client, target: &str) {
     client.send(&get(target));
     let resp = client.read_response();
