@@ -7,8 +7,9 @@
 //! idle limit apply only between responses, never inside a stream.
 //!
 //! [`Responses`] is driven by the connection's loop: it reads from the daemon
-//! when `poll(2)` says there is something to read, and relays whatever part
-//! of the current response that gave.
+//! (in a blocking read for a prompt answer, after `poll(2)` otherwise) and
+//! relays whatever part of the current response that gave; a long stretch
+//! of body goes from the daemon to the client with `splice(2)` instead.
 
 use std::io::{self, Read};
 use std::mem::MaybeUninit;
@@ -111,10 +112,13 @@ impl Responses {
         }
     }
 
-    /// Forgets everything buffered: the daemon connection was replaced.
+    /// Forgets everything buffered: the daemon connection was replaced. The
+    /// splice pipe stays (every move empties it), and so does the finding
+    /// that none can be had: the client socket's send timeout is set once.
     pub fn reset(&mut self) {
         *self = Responses {
             written: self.written,
+            pipe: std::mem::replace(&mut self.pipe, Pipe::NotYet),
             ..Responses::new(self.client_stall)
         };
     }
@@ -437,6 +441,17 @@ mod tests {
         head_request: bool,
     ) -> (Vec<u8>, Result<Relayed, RelayError>) {
         relay_in_pieces(response, head_request, usize::MAX)
+    }
+
+    #[test]
+    fn a_replaced_daemon_connection_keeps_the_splice_pipe_and_its_absence() {
+        let mut responses = Responses::new(std::time::Duration::from_secs(30));
+        responses.pipe = Pipe::Ready(sys::splice_pipe().unwrap());
+        responses.reset();
+        assert!(matches!(responses.pipe, Pipe::Ready(_)));
+        responses.pipe = Pipe::Unavailable;
+        responses.reset();
+        assert!(matches!(responses.pipe, Pipe::Unavailable));
     }
 
     #[test]
