@@ -8,10 +8,10 @@
 //! limit only when nothing is outstanding. The two common waits, for the
 //! next head and for a prompt answer, are plain blocking reads instead
 //! (`Connection::wait_in_read`): four system calls per keep-alive request
-//! rather than six. A refusal is held until the
-//! answers to the requests before it are delivered (docs/POLICY.md rules 2 and
-//! 9). The daemon connection is opened at the first allowed request: a
-//! connection whose requests are all refused never touches the daemon.
+//! rather than six. A refusal is held until the answers to the requests
+//! before it are delivered (docs/POLICY.md rules 2 and 9). The daemon
+//! connection is opened at the first allowed request: a connection whose
+//! requests are all refused never touches the daemon.
 
 use std::collections::VecDeque;
 use std::io;
@@ -28,7 +28,7 @@ use crate::config::Access;
 use crate::decisions::{self, Caller};
 use crate::denial::{Denial, Reason};
 use crate::forward;
-use crate::head::HeadReader;
+use crate::head::{self, HeadReader};
 use crate::limits::{
     ANSWER_READ_WAIT, BUFFER_RELEASE_DELAY, IDLE_READ_SLACK, MAX_PIPELINED, UPSTREAM_WRITE_STALL,
 };
@@ -236,7 +236,7 @@ impl Connection {
         let Received::Read(read) = receive(&mut self.responses, upstream, &self.client) else {
             return Some(Flow::Stop);
         };
-        if matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+        if nothing_came(&read) {
             self.waits.answer_is_slow = true;
             return Some(Flow::Continue);
         }
@@ -263,7 +263,7 @@ impl Connection {
         }
         self.set_client_read_timeout(BUFFER_RELEASE_DELAY).ok()?;
         let mut read = self.reader.fill(&mut &*self.client);
-        if matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+        if nothing_came(&read) {
             self.release_buffers();
             let rest = self
                 .context
@@ -273,7 +273,7 @@ impl Connection {
                 return None;
             }
             read = self.reader.fill(&mut &*self.client);
-            if matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            if nothing_came(&read) {
                 // The idle limit passed between requests.
                 return Some(self.on_deadline());
             }
@@ -293,7 +293,7 @@ impl Connection {
         }
         self.set_client_read_timeout(BUFFER_RELEASE_DELAY).ok()?;
         let read = self.reader.fill(&mut &*self.client);
-        if matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+        if nothing_came(&read) {
             self.waits.first_head_is_slow = true;
         } else {
             self.on_client_read(false, read);
@@ -629,6 +629,12 @@ impl Connection {
         self.context.stats.count_denial(denial.reason);
         decisions::denied(&self.caller, denial);
     }
+}
+
+/// Whether a blocking read ended because its read timeout passed with
+/// nothing to read.
+fn nothing_came(read: &io::Result<usize>) -> bool {
+    matches!(read, Err(e) if head::is_timeout(e))
 }
 
 /// What one read of the daemon connection gave.
