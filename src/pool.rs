@@ -180,6 +180,13 @@ mod tests {
         }
     }
 
+    /// How many different threads are in `ids`.
+    fn distinct(mut ids: Vec<thread::ThreadId>) -> usize {
+        ids.sort_unstable_by_key(|id| format!("{id:?}"));
+        ids.dedup();
+        ids.len()
+    }
+
     fn round_trip(client: &mut UnixStream) {
         client.write_all(b"x").unwrap();
         let mut byte = [0u8; 1];
@@ -202,13 +209,8 @@ mod tests {
             round_trip(&mut next);
             wait_for("the thread to be back", || pool.waiting() == 2);
         }
-        seen.sort_unstable_by_key(|id| format!("{id:?}"));
-        seen.dedup();
-        assert!(
-            seen.len() <= 2,
-            "five connections used {} threads",
-            seen.len()
-        );
+        let used = distinct(seen);
+        assert!(used <= 2, "five connections used {used} threads");
     }
 
     #[test]
@@ -217,10 +219,12 @@ mod tests {
         let mut clients: Vec<UnixStream> = (0..3)
             .map(|_| UnixStream::connect(&path).unwrap())
             .collect();
-        let mut threads: Vec<_> = (0..3).map(|_| connections.recv().unwrap()).collect();
-        threads.sort_unstable_by_key(|id| format!("{id:?}"));
-        threads.dedup();
-        assert_eq!(threads.len(), 3, "three open connections share a thread");
+        let threads: Vec<_> = (0..3).map(|_| connections.recv().unwrap()).collect();
+        assert_eq!(
+            distinct(threads),
+            3,
+            "three open connections share a thread"
+        );
         wait_for("a waiting thread", || pool.waiting() == 1);
         for client in &mut clients {
             round_trip(client);
