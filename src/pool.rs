@@ -180,6 +180,18 @@ mod tests {
         }
     }
 
+    /// Opens `n` connections to `path` and waits until each is being
+    /// served; returns them and the ids of the threads that serve them.
+    fn open_served(
+        path: &std::path::Path,
+        connections: &mpsc::Receiver<thread::ThreadId>,
+        n: usize,
+    ) -> (Vec<UnixStream>, Vec<thread::ThreadId>) {
+        let clients = (0..n).map(|_| UnixStream::connect(path).unwrap()).collect();
+        let threads = (0..n).map(|_| connections.recv().unwrap()).collect();
+        (clients, threads)
+    }
+
     /// How many different threads are in `ids`.
     fn distinct(mut ids: Vec<thread::ThreadId>) -> usize {
         ids.sort_unstable_by_key(|id| format!("{id:?}"));
@@ -216,10 +228,7 @@ mod tests {
     #[test]
     fn busy_threads_make_the_pool_grow_and_one_always_waits() {
         let (pool, path, connections, _stop) = echo_pool(Duration::from_secs(30));
-        let mut clients: Vec<UnixStream> = (0..3)
-            .map(|_| UnixStream::connect(&path).unwrap())
-            .collect();
-        let threads: Vec<_> = (0..3).map(|_| connections.recv().unwrap()).collect();
+        let (mut clients, threads) = open_served(&path, &connections, 3);
         assert_eq!(
             distinct(threads),
             3,
@@ -234,12 +243,7 @@ mod tests {
     #[test]
     fn surplus_threads_end_after_the_idle_time_and_one_stays() {
         let (pool, path, connections, _stop) = echo_pool(Duration::from_millis(100));
-        let mut clients: Vec<UnixStream> = (0..4)
-            .map(|_| UnixStream::connect(&path).unwrap())
-            .collect();
-        for _ in 0..4 {
-            connections.recv().unwrap();
-        }
+        let (mut clients, _) = open_served(&path, &connections, 4);
         for client in &mut clients {
             round_trip(client);
         }
